@@ -45,7 +45,9 @@ class JointSet:
 
     def __post_init__(self) -> None:
         if len(self.joint_names) != len(self.parents):
-            raise ValueError(f"{self.name}: {len(self.joint_names)} names but {len(self.parents)} parents")
+            raise ValueError(
+                f"{self.name}: {len(self.joint_names)} names but {len(self.parents)} parents"
+            )
         if len(set(self.joint_names)) != len(self.joint_names):
             raise ValueError(f"{self.name}: duplicate joint names")
         for j in range(len(self.parents)):
@@ -99,10 +101,28 @@ class JointSet:
 SMPL22 = JointSet(
     name="smpl22",
     joint_names=(
-        "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
-        "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck",
-        "left_collar", "right_collar", "head", "left_shoulder", "right_shoulder",
-        "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+        "pelvis",
+        "left_hip",
+        "right_hip",
+        "spine1",
+        "left_knee",
+        "right_knee",
+        "spine2",
+        "left_ankle",
+        "right_ankle",
+        "spine3",
+        "left_foot",
+        "right_foot",
+        "neck",
+        "left_collar",
+        "right_collar",
+        "head",
+        "left_shoulder",
+        "right_shoulder",
+        "left_elbow",
+        "right_elbow",
+        "left_wrist",
+        "right_wrist",
     ),  # fmt: skip
     parents=(-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19),
     hip_pair=(1, 2),
@@ -112,9 +132,23 @@ SMPL22 = JointSet(
 COCO17 = JointSet(
     name="coco17",
     joint_names=(
-        "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
-        "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-        "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+        "nose",
+        "left_eye",
+        "right_eye",
+        "left_ear",
+        "right_ear",
+        "left_shoulder",
+        "right_shoulder",
+        "left_elbow",
+        "right_elbow",
+        "left_wrist",
+        "right_wrist",
+        "left_hip",
+        "right_hip",
+        "left_knee",
+        "right_knee",
+        "left_ankle",
+        "right_ankle",
     ),  # fmt: skip
     # COCO has no kinematic root; this spanning tree, rooted at the left hip, follows the
     # COCO drawing skeleton (ears hang from the shoulders, the nose from the left eye).
@@ -137,17 +171,74 @@ COCO17_PELVIS = JointSet(
 BLAZEPOSE33 = JointSet(
     name="blazepose33",
     joint_names=(
-        "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner",
-        "right_eye", "right_eye_outer", "left_ear", "right_ear", "mouth_left",
-        "mouth_right", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-        "left_wrist", "right_wrist", "left_pinky", "right_pinky", "left_index",
-        "right_index", "left_thumb", "right_thumb", "left_hip", "right_hip", "left_knee",
-        "right_knee", "left_ankle", "right_ankle", "left_heel", "right_heel",
-        "left_foot_index", "right_foot_index",
+        "nose",
+        "left_eye_inner",
+        "left_eye",
+        "left_eye_outer",
+        "right_eye_inner",
+        "right_eye",
+        "right_eye_outer",
+        "left_ear",
+        "right_ear",
+        "mouth_left",
+        "mouth_right",
+        "left_shoulder",
+        "right_shoulder",
+        "left_elbow",
+        "right_elbow",
+        "left_wrist",
+        "right_wrist",
+        "left_pinky",
+        "right_pinky",
+        "left_index",
+        "right_index",
+        "left_thumb",
+        "right_thumb",
+        "left_hip",
+        "right_hip",
+        "left_knee",
+        "right_knee",
+        "left_ankle",
+        "right_ankle",
+        "left_heel",
+        "right_heel",
+        "left_foot_index",
+        "right_foot_index",
     ),  # fmt: skip
     parents=(
-        -1, 0, 1, 2, 0, 4, 5, 3, 6, 0, 0, 0, 0, 11, 12, 13, 14, 15, 16, 15, 16, 15, 16,
-        11, 12, 23, 24, 25, 26, 27, 28, 27, 28,
+        -1,
+        0,
+        1,
+        2,
+        0,
+        4,
+        5,
+        3,
+        6,
+        0,
+        0,
+        0,
+        0,
+        11,
+        12,
+        13,
+        14,
+        15,
+        16,
+        15,
+        16,
+        15,
+        16,
+        11,
+        12,
+        23,
+        24,
+        25,
+        26,
+        27,
+        28,
+        27,
+        28,
     ),  # fmt: skip
     hip_pair=(23, 24),
     foot_joints=(27, 28, 29, 30, 31, 32),
@@ -157,7 +248,25 @@ BLAZEPOSE33 = JointSet(
 JOINT_SETS: dict[str, JointSet] = {s.name: s for s in (SMPL22, COCO17, COCO17_PELVIS, BLAZEPOSE33)}
 
 # BlazePose landmark index for each COCO-17 keypoint (the detector's COCO view).
-BLAZEPOSE33_TO_COCO17: tuple[int, ...] = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
+BLAZEPOSE33_TO_COCO17: tuple[int, ...] = (
+    0,
+    2,
+    5,
+    7,
+    8,
+    11,
+    12,
+    13,
+    14,
+    15,
+    16,
+    23,
+    24,
+    25,
+    26,
+    27,
+    28,
+)
 
 
 def get_joint_set(name: str) -> JointSet:
