@@ -53,6 +53,7 @@ from pydantic import (
 
 from data_catalog import paths
 from data_catalog.manifest import Manifest
+from data_catalog.readers import READERS
 from data_catalog.sources import ARCHIVE_SUFFIXES, Source, SourceMissing, check_source
 from data_catalog.store import (
     MotionStore,
@@ -69,13 +70,7 @@ from mocap_core.joint_sets import JOINT_SETS
 DEFAULT_CATALOG = Path(__file__).resolve().with_name("catalog.yaml")
 
 #: Kind of store each shipped reader produces; other readers need ``kind`` in the entry.
-READER_KINDS: dict[str, StoreKind] = {
-    "bvh": "3d",
-    "amass": "3d",
-    "coco_json": "2d",
-    "openpose": "2d",
-    "tracks_npz": "2d",
-}
+READER_KINDS: dict[str, StoreKind] = {name: spec.kind for name, spec in READERS.items()}
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

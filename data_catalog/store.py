@@ -1131,3 +1131,23 @@ def iter_cached_sequences(cache: ItemCache, keys: Iterable[str]) -> Iterator[Pre
     """The cached sequences of ``keys`` in order: the input of :func:`write_store_version`."""
     for key in keys:
         yield from cache.get(key)
+
+
+def write_dataset_file(
+    dataset_dir: str | os.PathLike[str],
+    name: str,
+    data: bytes,
+    storage_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Write ``<dataset_dir>/<name>`` atomically (temporary name, then rename/put)."""
+    _Location(dataset_dir, storage_options).write_atomic(data, name)
+
+
+def read_dataset_file(
+    dataset_dir: str | os.PathLike[str],
+    name: str,
+    storage_options: Mapping[str, Any] | None = None,
+) -> bytes | None:
+    """The bytes of ``<dataset_dir>/<name>``, or None when it does not exist."""
+    loc = _Location(dataset_dir, storage_options)
+    return loc.read_bytes(name) if loc.exists(name) else None
