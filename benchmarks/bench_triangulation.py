@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mocap_core.cameras import look_at
 from mocap_core.triangulation import triangulate, triangulate_robust
 
 IMAGE_SIZE = (1920, 1080)
@@ -40,15 +41,9 @@ AREA_CENTRE = np.array([0.0, 1.0, 0.0])
 def look_at_camera(
     centre: np.ndarray, target: np.ndarray, focal_px: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``K (3, 3)``, ``R (3, 3)``, ``t (3,)`` of an OpenCV camera (x right, y down, z forward)
-    at ``centre`` (metres, world y-up) looking at ``target``; principal point at the image
-    centre. Local helper: the benchmark does not depend on mocap_core.cameras."""
-    forward = target - centre
-    forward = forward / np.linalg.norm(forward)
-    right = np.cross(forward, [0.0, 1.0, 0.0])
-    right = right / np.linalg.norm(right)
-    down = np.cross(forward, right)
-    rotation = np.stack([right, down, forward])
+    """``K (3, 3)``, ``R (3, 3)``, ``t (3,)`` of an OpenCV camera at ``centre`` (metres,
+    world y-up) looking at ``target``; principal point at the image centre."""
+    rotation, translation = look_at(centre, target)
     k = np.array(
         [
             [focal_px, 0.0, IMAGE_SIZE[0] / 2],
@@ -56,7 +51,7 @@ def look_at_camera(
             [0.0, 0.0, 1.0],
         ]
     )
-    return k, rotation, -rotation @ centre
+    return k, rotation, translation
 
 
 def build_rig() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:

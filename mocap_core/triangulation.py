@@ -706,7 +706,8 @@ def _normal_numpy_blocks(pts: np.ndarray, w: np.ndarray | None, rig: _Rig) -> np
                     q *= w2
                     x *= w2
                     y *= w2
-            g = coef_flat @ feats.reshape(n_views * n_feats, n)
+            # einsum, not matmul: a threaded BLAS GEMM this small stalls on a busy machine.
+            g = np.einsum("ij,jn->in", coef_flat, feats.reshape(n_views * n_feats, n))
             if constant is not None:
                 g += constant
             _solve_system_into(g, out[start:stop])
