@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data_catalog.paths import shared_data_dir
 from data_catalog.readers.bvh import UNIT_SCALES, BvhError, read_bvh
 from mocap_core.procedural import procedural_walk
 from mocap_core.rotations import (
@@ -18,7 +19,7 @@ from mocap_core.rotations import (
     up_axis_rotation,
 )
 
-DATA_ROOT = Path(__file__).parents[2] / "shared" / "data"
+DATA_ROOT = shared_data_dir()
 BANDAI_DIR = DATA_ROOT / "bandai-namco-motion" / "dataset-1" / "data"
 BANDAI_ARCHIVE = DATA_ROOT / "bandai-namco-motion" / "dataset-2" / "data.tar.xz"
 needs_bandai = pytest.mark.skipif(

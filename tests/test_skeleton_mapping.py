@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from data_catalog.paths import shared_data_dir
 from data_catalog.readers.bvh import read_bvh
 from mocap_core.joint_sets import COCO17, SMPL22
 from mocap_core.kinematics import bone_lengths
@@ -25,7 +24,7 @@ from mocap_core.skeleton_mapping import (
     make_mapping,
 )
 
-DATA_ROOT = Path(__file__).parents[2] / "shared" / "data"
+DATA_ROOT = shared_data_dir()
 BANDAI_DIR = DATA_ROOT / "bandai-namco-motion" / "dataset-1" / "data"
 needs_bandai = pytest.mark.skipif(
     not BANDAI_DIR.is_dir(),
