@@ -1,9 +1,17 @@
 """One source item to store-ready sequences: read, then normalise (DESIGN 4.1).
 
 Normalisation: resample to the store's frame rate (positions linearly; rotations are not
-stored), metres, y-up, ground at y = 0 from the feet, the measured/derived flags as
-``valid``, and a split at broken frames (NaN, teleports, empty 2D frames) into clean runs of
-at least :data:`MIN_SEQUENCE_FRAMES` frames; shorter runs are dropped.
+stored), metres, y-up, ground at y = 0 from the feet, and a split at broken frames (NaN,
+teleports, empty 2D frames) into clean runs of at least :data:`MIN_SEQUENCE_FRAMES` frames;
+shorter runs are dropped.
+
+Validity (DESIGN 4.1): a 3D joint is ``valid`` where the source skeleton gives it, measured
+(a source joint) or derived (interpolated between joints, a marker on a joint such as the
+face points of COCO-17); it is not valid where it cannot be derived (a non-finite value).
+Invalid joints are stored as 0, so a derived joint must stay valid to be stored at all. The
+measured/derived flags are kept per sequence in ``meta["measured"]`` (joint set -> one bool
+per joint), so that evaluation can be restricted to measured joints. A 2D keypoint is valid
+where its confidence is above 0.
 """
 
 from __future__ import annotations
@@ -36,6 +44,9 @@ NORMALISATION = {
     "min_sequence_frames": MIN_SEQUENCE_FRAMES,
     "contact_height_m": CONTACT_HEIGHT_M,
     "resample": "linear",
+    # What ``valid`` means for 3D joints (see the module docstring); items cached under
+    # another meaning are converted again.
+    "valid_3d": "derivable",
 }
 
 
@@ -106,16 +117,23 @@ def _motion_sequences(
     )
     broken = np.zeros(joints[anchor].shape[0], dtype=bool)
     valid: dict[str, np.ndarray] = {}
+    measured: dict[str, list[bool]] = {}
     for js in joint_sets:
         joints[js] = joints[js] + np.array([0.0, offset, 0.0])
-        measured = np.broadcast_to(
-            np.asarray(motion.measured[js], dtype=bool), joints[js].shape[:2]
-        )
+        flags = np.asarray(motion.measured[js], dtype=bool).reshape(-1)
+        if flags.shape != (joints[js].shape[1],):
+            raise ReaderError(
+                f"{key}: {js} measured flags have shape {flags.shape}, expected "
+                f"({joints[js].shape[1]},)"
+            )
+        measured[js] = [bool(f) for f in flags]
         broken |= find_broken_frames(joints[js], fps=fps, kind="3d")
-        valid[js] = measured & np.isfinite(joints[js]).all(axis=-1)
+        # Derived joints are valid too: only a joint the source cannot give is not.
+        valid[js] = np.isfinite(joints[js]).all(axis=-1)
     labels = dict(motion.meta.get("labels") or {})
     subject = motion.meta.get("subject")
     meta = {k: v for k, v in motion.meta.items() if k not in ("labels", "subject")}
+    meta["measured"] = measured
     sequences = []
     for part, run in enumerate(split_at_broken(joints[anchor], broken, MIN_SEQUENCE_FRAMES)):
         sequences.append(

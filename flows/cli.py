@@ -89,7 +89,13 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         help="prepare only these datasets (default: all enabled)",
     )
     p.add_argument("--shard-size", type=int, default=64, help="items per task (default 64)")
-    p.add_argument("--workers", type=int, default=None, help="local worker threads (default: CPUs)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local worker threads, and the most shards a tar archive is cut into, as each "
+        "shard reads it from the start (default: CPUs)",
+    )
     p.add_argument(
         "--dask-address",
         default=None,
@@ -100,8 +106,15 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    from flows.prepare import run_prepare
+    from data_catalog.catalog import CatalogError
+    from flows.prepare import check_prepare_arguments, format_rejected, format_row, run_prepare
 
+    try:
+        check_prepare_arguments(args.catalog, args.only, args.shard_size, args.workers)
+    except (FileNotFoundError, CatalogError, ValueError) as error:
+        # A missing or invalid catalog, an unknown --only name: a message, no traceback.
+        print(f"mocap2to3 prepare: error: {error}", file=sys.stderr)
+        return 2
     rows = run_prepare(
         catalog_path=args.catalog,
         only=args.only,
@@ -110,12 +123,14 @@ def _run_prepare(args: argparse.Namespace) -> int:
         dask_address=args.dask_address,
         show_progress=True,
     )
-    from flows.prepare import format_row
-
     print("\nprepare-datasets summary:")
     for row in rows:
         print("  " + format_row(row))
+        for line in format_rejected(row):
+            print("    " + line)
     failed = [r for r in rows if r["status"] == "error"]
+    # A dataset whose source is absent is reported and skipped, not a failure; the command
+    # fails only when every dataset asked for failed.
     return 1 if failed and len(failed) == len(rows) else 0
 
 

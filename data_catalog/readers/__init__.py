@@ -1,5 +1,10 @@
 """Readers for source motion formats, and the registry the catalog's ``reader:`` names.
 
+Registered readers (the catalog's ``reader:``): ``bvh``, ``amass``, ``coco_json``,
+``openpose`` (an item is one clip: a ``.zip`` or ``.tar`` of its per-frame OpenPose JSON
+files), ``tracks_npz``, ``joints_array`` and ``video`` (MediaPipe BlazePose on a video
+file, the ``video`` extra).
+
 Each registered reader takes one item's bytes (plus sidecar bytes), the catalog options and
 the target joint sets, and returns a :class:`~data_catalog.types.Motion3D` (mocap) or a
 :class:`~data_catalog.types.Tracks2D` (2D keypoints). Readers raise
@@ -8,6 +13,7 @@ the target joint sets, and returns a :class:`~data_catalog.types.Motion3D` (moca
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -84,6 +90,57 @@ def _coco_json(data, sidecars, options, joint_sets, name):
     )
 
 
+def _archive_members(data: bytes, name: str) -> dict[str, bytes]:
+    """Files of an in-memory ``.zip`` or (compressed) ``.tar``: member name -> bytes."""
+    import tarfile
+    import zipfile
+
+    from data_catalog.sources import READ_ERRORS
+
+    buffer = io.BytesIO(data)
+    try:
+        if zipfile.is_zipfile(buffer):
+            with zipfile.ZipFile(buffer) as archive:
+                return {
+                    info.filename: archive.read(info)
+                    for info in archive.infolist()
+                    if not info.is_dir()
+                }
+        buffer.seek(0)
+        with tarfile.open(fileobj=buffer, mode="r:*") as archive:
+            members = {}
+            for info in archive.getmembers():
+                handle = archive.extractfile(info) if info.isfile() else None
+                if handle is not None:
+                    members[info.name] = handle.read()
+            return members
+    except READ_ERRORS as error:
+        raise ReaderError(
+            f"{name}: not a readable .zip or .tar of OpenPose frames "
+            f"({type(error).__name__}: {error})"
+        ) from error
+
+
+def _openpose(data, sidecars, options, joint_sets, name):
+    from data_catalog.readers.tracks2d import read_openpose_folder
+
+    # An item is one clip: an archive holding the clip's per-frame JSON files (OpenPose
+    # writes a folder per clip; packed as one file, it travels as one item of a source).
+    # Hidden files (macOS "._X.json") are not frames.
+    members = {
+        key: value
+        for key, value in _archive_members(data, name).items()
+        if not any(part.startswith(".") for part in key.split("/"))
+    }
+    return read_openpose_folder(
+        members,
+        name=name,
+        fps=float(options.get("fps", 30.0)),
+        layout=options.get("layout", "auto"),
+        **_camera_options(options),
+    )
+
+
 def _tracks_npz(data, sidecars, options, joint_sets, name):
     from data_catalog.readers.tracks2d import read_tracks_npz
 
@@ -112,6 +169,12 @@ def _joints_array(data, sidecars, options, joint_sets, name):
     )
 
 
+def _video(data, sidecars, options, joint_sets, name):
+    from data_catalog.readers.video import read_video_item
+
+    return read_video_item(data, options, joint_sets, name)
+
+
 READERS: dict[str, ReaderSpec] = {
     spec.name: spec
     for spec in (
@@ -126,6 +189,12 @@ READERS: dict[str, ReaderSpec] = {
             frozenset({"fps", "min_detection_score", "confidence_mode", "width", "height", "K"}),
         ),
         ReaderSpec(
+            "openpose",
+            "2d",
+            _openpose,
+            frozenset({"fps", "layout", "width", "height", "K"}),
+        ),
+        ReaderSpec(
             "tracks_npz", "2d", _tracks_npz, frozenset({"fps", "allow_nan", "width", "height", "K"})
         ),
         ReaderSpec(
@@ -133,6 +202,12 @@ READERS: dict[str, ReaderSpec] = {
             "3d",
             _joints_array,
             frozenset({"joint_set", "fps", "units", "up_axis", "allow_nan"}),
+        ),
+        ReaderSpec(
+            "video",
+            "2d",
+            _video,
+            frozenset({"fps", "model_complexity", "min_detection_confidence"}),
         ),
     )
 }
