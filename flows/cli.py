@@ -134,7 +134,261 @@ def _run_prepare(args: argparse.Namespace) -> int:
     return 1 if failed and len(failed) == len(rows) else 0
 
 
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_demo, _add_prepare)
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model stage (pretrain-2d, then finetune-multiview) on prepared stores",
+        description=(
+            "Train one stage of the model on prepared motion stores. Stage pretrain-2d "
+            "pretrains the single-view denoiser on 2D projections of the stores' 3D motion "
+            "(and on 2D tracks); stage finetune-multiview turns a pretrain-2d checkpoint into "
+            "the multi-view model. The configuration is checked before any training (stores "
+            "exist and hold the joint set, stage 2 has a stage-1 checkpoint of the same joint "
+            "set and profile). Checkpoints, history.csv and loss_curve.png go to the run "
+            "folder; --resume continues a run bit for bit from its last checkpoint. On CUDA: "
+            "mixed precision, one run per GPU (Prefect limit mocap2to3-gpu); for several GPUs "
+            "start it under torchrun, e.g. torchrun --standalone --nproc_per_node=4 -m "
+            "flows.cli train ..."
+        ),
+        epilog=(
+            "example: mocap2to3 train --stage pretrain-2d --stores bandai1 bandai2; then "
+            "mocap2to3 train --stage finetune-multiview --stores bandai1 bandai2 --init "
+            "WORK/runs/pretrain-2d-tiny-smpl22/checkpoints/last.pt"
+        ),
+    )
+    p.add_argument(
+        "--stage", required=True, choices=["pretrain-2d", "finetune-multiview"], help="the stage"
+    )
+    p.add_argument(
+        "--stores",
+        required=True,
+        nargs="+",
+        metavar="NAME",
+        help="catalog dataset names or prepared store folders",
+    )
+    p.add_argument(
+        "--profile",
+        default="tiny",
+        choices=["tiny", "small", "paper"],
+        help="model and run size: tiny (a CPU, minutes), small, paper (GPUs) (default tiny)",
+    )
+    p.add_argument(
+        "--joint-set",
+        default="smpl22",
+        choices=["smpl22", "coco17"],
+        help="joints of the model; coco17 models carry the added pelvis (default smpl22)",
+    )
+    p.add_argument(
+        "--init",
+        default=None,
+        metavar="CHECKPOINT",
+        help="finetune-multiview: the pretrain-2d checkpoint to start from",
+    )
+    p.add_argument("--steps", type=int, default=None, help="train until this step")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per process and step")
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        metavar="DIR",
+        help="run folder (default: WORK/runs/STAGE-PROFILE-JOINTSET)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto: CUDA if any)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, help="data-loading processes (default automatic)"
+    )
+    p.add_argument("--seed", type=int, default=42, help="seed of data and weights (default 42)")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="stop with a checkpoint after this much training time",
+    )
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import os
+
+    from flows.train import finetune_multiview, make_train_config, pretrain_2d
+    from tasks.training import TrainingConfigError, plan_run, run_training
+
+    budget = None if args.minutes is None else 60.0 * args.minutes
+    try:
+        config = make_train_config(
+            args.stage,
+            args.stores,
+            profile=args.profile,
+            joint_set=args.joint_set,
+            run_dir=args.run_dir,
+            init_checkpoint=args.init,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            device=args.device,
+            workers=args.workers,
+            seed=args.seed,
+            time_budget_s=budget,
+        )
+        plan_run(config, args.resume)  # every check, before Prefect starts
+    except TrainingConfigError as error:
+        print(f"mocap2to3 train: {error}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) > 0:
+        # torchrun: rank 0 runs the flow (artifacts, GPU limit), the others the plain loop.
+        run_training(config, args.resume)
+        return 0
+    common = dict(
+        stores=list(config.stores),
+        profile=config.profile,
+        joint_set=config.joint_set,
+        run_dir=config.run_dir,
+        steps=config.max_steps,
+        batch_size=config.batch_size,
+        resume=args.resume,
+        device=config.device,
+        workers=config.num_workers,
+        seed=config.seed,
+        time_budget_s=config.time_budget_s,
+    )
+    if config.stage == "pretrain-2d":
+        summary = pretrain_2d(**common)
+    else:
+        summary = finetune_multiview(init_checkpoint=config.init_checkpoint, **common)
+    print(summary["report"])
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint and two baselines on a prepared 3D store's held-out split",
+        description=(
+            "Evaluate a multi-view checkpoint on a prepared 3D store's split. Each sequence is "
+            "placed before an input camera drawn from a documented, seeded protocol (standard: "
+            "1920x1080, subject 3-6 m from the camera), projected to 2D (optionally with pixel "
+            "noise and dropped joints, like a detector) and recovered; the triangulation of "
+            "ground-truth virtual views (upper bound) and the monocular ground-contact "
+            "heuristic run on the same input. Every metric (PA-MPJPE, MPJPE, Abs-MPJPE, "
+            "W/WA-MPJPE100, RTE, jitter, acceleration, foot sliding) per sequence and overall "
+            "goes to report.md, report.csv and PNG plots; the overall table is printed."
+        ),
+        epilog="example: mocap2to3 evaluate --store bandai1 --split test --input-noise 2",
+    )
+    p.add_argument(
+        "--store", required=True, metavar="NAME", help="catalog dataset name or store folder"
+    )
+    p.add_argument(
+        "--split", default="test", choices=["train", "val", "test"], help="(default test)"
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="FILE",
+        help="finetune-multiview checkpoint (default: the release checkpoint "
+        "checkpoints/<smpl22|coco17>.pt of the joint set)",
+    )
+    p.add_argument(
+        "--joint-set",
+        default=None,
+        choices=["smpl22", "coco17"],
+        help="store joint set and release checkpoint (default: the checkpoint's, else smpl22 "
+        "when the store has it)",
+    )
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default 10)")
+    p.add_argument(
+        "--sampler", default="ddim", choices=["ddim", "ddpm"], help="sampler (default ddim)"
+    )
+    p.add_argument(
+        "--input-noise",
+        type=float,
+        default=0.0,
+        metavar="PX",
+        help="std of Gaussian pixel noise on the 2D input (default 0: ground-truth 2D)",
+    )
+    p.add_argument(
+        "--drop-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability that a joint is missed, confidence 0 (default 0)",
+    )
+    p.add_argument(
+        "--cameras",
+        default="standard",
+        metavar="PROTOCOL",
+        help="camera protocol: standard (3-6 m), far (6-10 m) or high (wall-mounted) "
+        "(default standard)",
+    )
+    p.add_argument(
+        "--max-sequences", type=int, default=None, metavar="N", help="only the first N sequences"
+    )
+    p.add_argument(
+        "--output",
+        default=None,
+        metavar="DIR",
+        help="report folder (default WORK/eval/STORE-SPLIT-SHA8-PROTOCOL)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=42, help="seed of the recovery's rigs and noise (default 42)"
+    )
+    p.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto: CUDA if any)"
+    )
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from flows.evaluate import check_evaluate_arguments, evaluate
+    from tasks.evaluate import DEFAULT_STEPS, EvaluationConfigError
+
+    options = dict(
+        store=args.store,
+        split=args.split,
+        checkpoint=args.checkpoint,
+        protocol=args.cameras,
+        noise_px=args.input_noise,
+        drop_rate=args.drop_rate,
+        max_sequences=args.max_sequences,
+        joint_set=args.joint_set,
+        sampler=args.sampler,
+        steps=DEFAULT_STEPS if args.steps is None else args.steps,
+        seed=args.seed,
+        device=args.device,
+        output_dir=args.output,
+    )
+    try:
+        check_evaluate_arguments(**options)  # every check, before Prefect starts
+    except EvaluationConfigError as error:
+        print(f"mocap2to3 evaluate: error: {error}", file=sys.stderr)
+        return 2
+    summary = evaluate(
+        store=args.store,
+        split=args.split,
+        checkpoint=args.checkpoint,
+        joint_set=args.joint_set,
+        protocol=args.cameras,
+        sampler=args.sampler,
+        steps=options["steps"],
+        input_noise_px=args.input_noise,
+        drop_rate=args.drop_rate,
+        max_sequences=args.max_sequences,
+        output_dir=args.output,
+        seed=args.seed,
+        device=args.device,
+        show_progress=True,
+    )
+    print(summary["report"])
+    return 0
+
+
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_demo,
+    _add_prepare,
+    _add_train,
+    _add_evaluate,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -203,11 +203,17 @@ class DenoiserLayer(nn.Module):
 
 
 class CrossViewBlock(nn.Module):
-    """Zero-initialised attention across views: ``x + LN(ZeroLinear(Dropout(MHA(x))))``.
+    """Zero-initialised attention across views: ``x + ZeroLinear(Dropout(MHA(LN(x))))``.
 
     ``forward(tokens (N, V, d)) -> (N, V, d)``, attending over the V tokens of each row (the
-    same frame, or the same pointmap cell, in every view). With the zero linear and the
-    LayerNorm's zero bias, ``LN(0) = 0`` and the block is exactly the identity at init.
+    same frame, or the same pointmap cell, in every view). The zero linear makes the block
+    exactly the identity at init.
+
+    A deliberate change from the reference's ``x + LN(ZeroLinear(...))``: a LayerNorm after
+    the zero linear rescales its first tiny outputs to unit size, so the branch switches fully
+    on within a few steps, before it has learned anything (stage-2 validation loss rose from
+    0.21 to 0.39 over the first 50 steps). With the norm in front, the branch grows with its
+    weights and fine-tuning starts smoothly from the stage-1 model.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -219,7 +225,8 @@ class CrossViewBlock(nn.Module):
         self.norm = nn.LayerNorm(d)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        return tokens + self.norm(self.out(self.dropout(self.attn(tokens, tokens))))
+        normed = self.norm(tokens)
+        return tokens + self.out(self.dropout(self.attn(normed, normed)))
 
 
 class _BasicBlock(nn.Module):

@@ -266,7 +266,9 @@ class TrainingSample:
     def as_dict(self) -> dict[str, np.ndarray]:
         """The numpy dict of the contract (``length`` 0-d int64, ``camera_known`` 0-d bool),
         ready for the default ``DataLoader`` collation."""
-        out = {key: getattr(self, key) for key in SAMPLE_KEYS}
+        # Writable arrays: camera matrices can be read-only views, which torch's collation
+        # warns about (it cannot share their memory).
+        out = {key: np.require(getattr(self, key), requirements="W") for key in SAMPLE_KEYS}
         out["length"] = np.asarray(self.length, dtype=np.int64)
         out["camera_known"] = np.asarray(self.camera_known, dtype=np.bool_)
         return out
