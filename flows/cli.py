@@ -206,7 +206,33 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="stop with a checkpoint after this much training time",
     )
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE.json",
+        help=(
+            "JSON object of further training settings (TrainConfig fields such as window, lr, "
+            "val_every, and for pretrain-2d scene_overrides / model_overrides, e.g. a narrower "
+            "virtual rig); see configs/ for the release settings"
+        ),
+    )
     p.set_defaults(run=_run_train)
+
+
+def _read_json_object(path: str) -> dict:
+    """A JSON object from ``path``; TrainingConfigError naming the file otherwise."""
+    import json
+    from pathlib import Path
+
+    from tasks.training import TrainingConfigError
+
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise TrainingConfigError(f"{path}: cannot read a JSON object ({error})") from error
+    if not isinstance(value, dict):
+        raise TrainingConfigError(f"{path}: expected a JSON object of training settings")
+    return value
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -217,6 +243,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     budget = None if args.minutes is None else 60.0 * args.minutes
     try:
+        extra = _read_json_object(args.config) if args.config else {}
         config = make_train_config(
             args.stage,
             args.stores,
@@ -230,6 +257,7 @@ def _run_train(args: argparse.Namespace) -> int:
             workers=args.workers,
             seed=args.seed,
             time_budget_s=budget,
+            **extra,
         )
         plan_run(config, args.resume)  # every check, before Prefect starts
     except TrainingConfigError as error:
@@ -251,6 +279,7 @@ def _run_train(args: argparse.Namespace) -> int:
         workers=config.num_workers,
         seed=config.seed,
         time_budget_s=config.time_budget_s,
+        overrides=extra or None,
     )
     if config.stage == "pretrain-2d":
         summary = pretrain_2d(**common)
@@ -383,11 +412,135 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_recover(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "recover",
+        help="recover 3D motion from a folder or archive of 2D clips into a motion archive",
+        description=(
+            "Recover absolute, metric 3D motion from 2D keypoint clips seen by one calibrated "
+            "camera into a Parquet motion archive (README 'Recovering motion'). Inputs: a "
+            "folder (searched recursively), a glob or a .tar/.tar.gz/.zip archive of .npz "
+            "keypoint files, COCO-style JSON results, OpenPose JSON folders or (with the "
+            "video extra) videos. The camera JSON comes from --camera, a camera.json in the "
+            "clip's folder or a parent, or <clip>.camera.json beside a clip. Finished clips "
+            "(same input, checkpoint and parameters) are skipped, so an interrupted run "
+            "resumes; a clip that cannot be recovered is recorded as failed with the reason "
+            "and the others go on. Exit status 1 only when no clip of this run succeeded."
+        ),
+        epilog=(
+            "example: mocap2to3 recover --input clips/ --camera clips/camera.json "
+            "--output motion.archive --checkpoint runs/finetune-multiview-tiny-coco17_pelvis/"
+            "checkpoints/best.pt"
+        ),
+    )
+    p.add_argument("--input", required=True, metavar="PATH", help="folder, glob or archive")
+    p.add_argument(
+        "--output", required=True, metavar="ARCHIVE", help="archive folder (created or added to)"
+    )
+    p.add_argument(
+        "--camera",
+        default=None,
+        metavar="CAMERA.json",
+        help="camera of clips without a camera file beside them or in their folder",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="FILE",
+        help="finetune-multiview checkpoint (default: checkpoints/<joint set>.pt, the "
+        "release checkpoint of the clips' joint set)",
+    )
+    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"], help="(default ddim)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="sampling steps (default: DDIM 10, DDPM 100)"
+    )
+    p.add_argument("--seed", type=int, default=42, help="seed of rigs and noise (default 42)")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate of JSON clips (default 30)")
+    p.add_argument(
+        "--body-model",
+        default=None,
+        metavar="DIR",
+        help="SMPL model folder: fit SMPL to the recovered joints (smpl22 checkpoints)",
+    )
+    p.add_argument(
+        "--bvh",
+        action="store_true",
+        help="also write ARCHIVE/bvh/<sequence_id>[_t<track>].bvh (smpl22 checkpoints)",
+    )
+    p.add_argument(
+        "--no-previews", action="store_true", help="skip the PNG preview of each sequence"
+    )
+    p.add_argument(
+        "--rrd",
+        action="store_true",
+        help="also write a rerun .rrd recording per sequence (viz extra)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="clips per task (default 16)")
+    p.add_argument("--workers", type=int, default=None, help="local worker threads (default: CPUs)")
+    p.add_argument(
+        "--torch-threads", type=int, default=1, help="torch threads per task (default 1)"
+    )
+    p.add_argument(
+        "--retry-failed", action="store_true", help="recover clips that failed before again"
+    )
+    p.add_argument(
+        "--dask-address",
+        default=None,
+        metavar="ADDR",
+        help="run the tasks on an existing Dask cluster, e.g. tcp://127.0.0.1:8786",
+    )
+    p.set_defaults(run=_run_recover)
+
+
+def _run_recover(args: argparse.Namespace) -> int:
+    from flows.recover import plan_recovery, run_recover
+
+    options = dict(
+        camera=args.camera,
+        checkpoint=args.checkpoint,
+        steps=args.steps,
+        sampler=args.sampler,
+        body_model=args.body_model,
+        bvh=args.bvh,
+        previews=not args.no_previews,
+        rrd=args.rrd,
+        fps=args.fps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        torch_threads=args.torch_threads,
+    )
+    try:
+        plan_recovery(args.input, args.output, workers=args.workers, **options)
+    except (FileNotFoundError, ValueError) as error:
+        # Missing input or checkpoint, a stage-1 checkpoint, a bad camera: a message.
+        print(f"mocap2to3 recover: error: {error}", file=sys.stderr)
+        return 2
+    from data_catalog.motion_archive import ArchiveLocked
+
+    try:
+        summary = run_recover(
+            args.input,
+            args.output,
+            workers=args.workers,
+            dask_address=args.dask_address,
+            retry_failed=args.retry_failed,
+            show_progress=True,
+            **options,
+        )
+    except ArchiveLocked as error:  # another run is writing this archive
+        print(f"mocap2to3 recover: error: {error}", file=sys.stderr)
+        return 2
+    print("\n" + summary["report"])
+    processed = summary["recovered"] + summary["failed"] + summary["errored"]
+    return 1 if processed and not summary["recovered"] else 0
+
+
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_demo,
     _add_prepare,
     _add_train,
     _add_evaluate,
+    _add_recover,
 )
 
 
