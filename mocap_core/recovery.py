@@ -89,7 +89,7 @@ from mocap_core.cameras import (
     transform_camera,
 )
 from mocap_core.diffusion import DDIMScheduler, DDPMScheduler, world_noise
-from mocap_core.joint_sets import get_joint_set
+from mocap_core.joint_sets import JointSet, get_joint_set
 from mocap_core.pointmaps import ground_pointmaps
 from mocap_core.representation import (
     FeatureStats,
@@ -163,6 +163,18 @@ class RecoveryConfig(BaseModel):
             missing observed joint, ``[0, 1]``.
         keep_view_pixels: return the final 2D views of every frame (debugging; memory grows
             with the clip).
+        init: ``"noise"`` (the method: sampling starts from world noise) or
+            ``"ground_contact"``: sampling starts part-way, at the diffusion step
+            ``init_strength * (num_train_timesteps - 1)``, from the monocular ground-contact
+            estimate (every joint at the depth where the planted foot's ray meets the ground,
+            :func:`mocap_core.evaluation.ground_contact_baseline`) projected into all views and
+            noised to that step — the model then refines a plausible guess instead of
+            imagining the views from nothing (an SDEdit-style start; this project's addition,
+            useful for models trained briefly). Steps above the start are skipped.
+        init_strength: in ``(0, 1]``; 1 starts from (almost) pure noise.
+        smooth_frames: width (frames) of a centred moving average applied to each joint's
+            recovered trajectory, 0 or 1 = off (the reference applies none); it damps the
+            frame-to-frame depth jitter of the triangulation.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -179,6 +191,9 @@ class RecoveryConfig(BaseModel):
     min_confidence: float = Field(0.0, ge=0.0)
     missing_view0_weight: float = Field(0.0, ge=0.0, le=1.0)
     keep_view_pixels: bool = False
+    init: Literal["noise", "ground_contact"] = "noise"
+    init_strength: float = Field(0.6, gt=0.0, le=1.0)
+    smooth_frames: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> RecoveryConfig:
@@ -798,6 +813,36 @@ def _fill_invalid(
     return filled[torch.arange(n, device=points.device)[:, None], index]
 
 
+def _ground_contact_guess(
+    pixels: np.ndarray,
+    visible: np.ndarray,
+    rig: RigBatch,
+    joint_set: JointSet,
+    lengths: Sequence[int],
+) -> np.ndarray:
+    """``(N, L, J, 3)`` the ground-contact estimate of every window in its canonical frame
+    (NaN where it has none), from view 0's ideal pixels ``(N, L, J, 2)``."""
+    from mocap_core.evaluation import FOOT_KEYPOINT_HEIGHT_M, ground_contact_baseline
+
+    n, num_frames, num_joints, _ = pixels.shape
+    guess = np.full((n, num_frames, num_joints, 3), np.nan)
+    K, R, t = (a[:, 0].to("cpu", torch.float64).numpy() for a in (rig.K, rig.R, rig.t))
+    sizes = rig.sizes[:, 0].cpu().numpy()
+    for i in range(n):
+        camera = Camera(K[i], R[i], t[i], int(sizes[i, 0]), int(sizes[i, 1]))
+        frames = slice(0, lengths[i])
+        keypoints = np.concatenate(
+            [pixels[i, frames], visible[i, frames, :, None].astype(np.float64)], axis=-1
+        )
+        guess[i, frames] = ground_contact_baseline(
+            camera,
+            keypoints,
+            joint_set,
+            foot_height_m=FOOT_KEYPOINT_HEIGHT_M.get(joint_set.name, 0.0),
+        )
+    return guess
+
+
 @torch.no_grad()
 def sample_windows(
     model: nn.Module,
@@ -914,12 +959,28 @@ def sample_windows(
 
     scheduler = _make_scheduler(config)
     x = _noise(rig.R, num_frames, num_joints, generators, model_dtype)
+    start_timestep, x0_init = None, None
+    if config.init == "ground_contact":
+        guess = _ground_contact_guess(obs_clean, visible_np, rig, joint_set, length_list)
+        guess_t = torch.as_tensor(guess, device=device, dtype=geo)
+        guessed = torch.isfinite(guess_t).all(-1)
+        guess_t = _fill_invalid(torch.nan_to_num(guess_t), guessed, lengths_t, stand_in)
+        start_pixels = _project(guess_t, rig)
+        start_pixels[:, 0] = torch.where(visible[..., None], observed, start_pixels[:, 0])
+        start_features = stats_local.normalize(encode_local(start_pixels, sizes))
+        x0_init = to_channels_first(start_features).to(model_dtype).contiguous()
+        start_timestep = round(config.init_strength * (config.num_train_timesteps - 1))
     points = valid = view_pixels = None
     was_training = model.training
     model.eval()
     try:
         with _cached_pointmap_tokens(model):
             for timestep in scheduler.timesteps.tolist():
+                if start_timestep is not None:
+                    if timestep > start_timestep:
+                        continue  # the ground-contact start skips the noisiest steps
+                    x = scheduler.add_noise(x0_init, x, timestep)
+                    start_timestep = None
                 x0 = model(
                     x,
                     torch.full((n,), timestep, device=device, dtype=torch.long),
@@ -1014,12 +1075,42 @@ class _ClipAccumulator:
             ),
         )
 
-    def result(self) -> RecoveredMotion:
+    def result(self, smooth_frames: int = 0) -> RecoveredMotion:
         valid = self.weight > 0
         with np.errstate(invalid="ignore", divide="ignore"):
             joints = self.total / self.weight[..., None]
         joints[~valid] = np.nan
+        if smooth_frames > 1:
+            joints = smooth_trajectories(joints, valid, smooth_frames)
         return RecoveredMotion(joints, valid, self.num_windows, self.view_pixels)
+
+
+def smooth_trajectories(joints: np.ndarray, valid: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving average of each joint's trajectory over ``width`` frames.
+
+    Args:
+        joints: ``(T, J, 3)`` metres; NaN where not valid.
+        valid: ``(T, J) bool``.
+        width: window in frames (shrinks at the ends and around invalid frames, which are
+            left out of every average and stay NaN).
+
+    Returns:
+        ``(T, J, 3)`` float64.
+    """
+    half = width // 2
+    weights = valid.astype(np.float64)
+    values = np.where(valid[..., None], joints, 0.0)
+    # Cumulative sums give every window's sum in O(T).
+    cum_v = np.concatenate([np.zeros((1,) + values.shape[1:]), np.cumsum(values, axis=0)])
+    cum_w = np.concatenate([np.zeros((1,) + weights.shape[1:]), np.cumsum(weights, axis=0)])
+    frames = np.arange(len(joints))
+    lo = np.clip(frames - half, 0, len(joints))
+    hi = np.clip(frames + half + 1, 0, len(joints))
+    total = cum_v[hi] - cum_v[lo]
+    count = cum_w[hi] - cum_w[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        smoothed = total / count[..., None]
+    return np.where(valid[..., None], smoothed, np.nan)
 
 
 def iter_recover_clips(
@@ -1158,7 +1249,7 @@ def iter_recover_clips(
             acc = accumulators[next_to_yield]
             if acc.remaining > 0:
                 break
-            yield next_to_yield, acc.result()
+            yield next_to_yield, acc.result(config.smooth_frames)
             del accumulators[next_to_yield]
             next_to_yield += 1
 

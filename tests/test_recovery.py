@@ -45,6 +45,7 @@ from mocap_core.recovery import (
     recover_sequence,
     sample_windows,
     scene_observations,
+    smooth_trajectories,
     window_seed,
 )
 from mocap_core.representation import FeatureStats, encode_local, to_channels_first
@@ -589,3 +590,41 @@ def test_ground_contact_does_not_depend_on_camera_roll() -> None:
         visible = np.ones(joints.shape[:2], bool)
         contacts.append(ground_contact_points(pixels, visible, camera, SMPL22.foot_joints))
     np.testing.assert_allclose(contacts[0], contacts[1], atol=1e-9)
+
+
+def test_oracle_recovers_truth_from_the_ground_contact_start(oracle_case) -> None:
+    """Starting part-way from the ground-contact guess still converges to the truth with a
+    perfect model, and skips the steps above the start."""
+    clips, truths = oracle_case
+    config = RecoveryConfig(
+        window=120, overlap=30, steps=10, batch_windows=4, init="ground_contact", init_strength=0.5
+    )
+    rig_config = RigConfig()
+    cfg = model_config()
+    stats_local = random_stats(1, cfg.feature_dim)
+    windows = oracle_windows(clips, truths, config, rig_config, stats_local)
+    oracle = OracleDenoiser(cfg, stats_local, windows)
+
+    results = recover_clips(oracle, stats_local, random_stats(2, cfg.feature_dim), clips, config)
+
+    assert oracle.calls == 5  # DDIM 10 trailing: timesteps 49 and below
+    for result, truth in zip(results, truths, strict=True):
+        assert np.linalg.norm(result.joints - truth, axis=-1).max() < 1e-3
+
+
+def test_smoothing_averages_over_valid_frames_only() -> None:
+    T = 9
+    joints = np.zeros((T, 1, 3))
+    joints[:, 0, 0] = np.arange(T, dtype=float) ** 2
+    valid = np.ones((T, 1), dtype=bool)
+    valid[4] = False
+    joints[4] = np.nan
+    out = smooth_trajectories(joints, valid, width=3)
+    assert np.isnan(out[4]).all()
+    assert out[0, 0, 0] == pytest.approx((0 + 1) / 2)  # shrinks at the start
+    assert out[3, 0, 0] == pytest.approx((4 + 9) / 2)  # frame 4 is left out
+    assert out[7, 0, 0] == pytest.approx((36 + 49 + 64) / 3)
+    # A straight line is unchanged inside the clip.
+    line = np.repeat(np.arange(T, dtype=float)[:, None, None], 3, axis=-1)
+    smooth = smooth_trajectories(line, np.ones((T, 1), bool), width=5)
+    np.testing.assert_allclose(smooth[2:-2], line[2:-2])
