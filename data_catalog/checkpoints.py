@@ -266,3 +266,16 @@ def export_for_inference(src: str | os.PathLike[str], dst: str | os.PathLike[str
         payload.pop(key, None)
     payload["exported_from"] = source_digest
     return save_checkpoint(dst, payload)
+
+
+#: Where the release checkpoints live: ``<repo>/checkpoints/<smpl22|coco17>.pt``.
+RELEASE_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+def release_checkpoint(joint_set: str) -> Path:
+    """The release checkpoint of a joint set (``coco17_pelvis``, the COCO model's layout, is
+    ``coco17``); the file may not exist (a clone before the release, or a trimmed install)."""
+    name = {"coco17_pelvis": "coco17"}.get(joint_set, joint_set)
+    if name not in ("smpl22", "coco17"):
+        raise ValueError(f"no release checkpoint for joint set {joint_set!r} (smpl22 or coco17)")
+    return RELEASE_DIR / f"{name}.pt"

@@ -50,7 +50,7 @@ from prefect.artifacts import (
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from data_catalog.checkpoints import CheckpointError, load_checkpoint
+from data_catalog.checkpoints import CheckpointError, load_checkpoint, release_checkpoint
 from data_catalog.motion_archive import (
     SEQUENCES_FILE,
     ArchiveWriter,
@@ -58,7 +58,6 @@ from data_catalog.motion_archive import (
     open_archive,
     read_archive_metadata,
 )
-from data_catalog.paths import REPO_ROOT
 from data_catalog.recovery_inputs import (
     ClipError,
     ClipRef,
@@ -88,7 +87,6 @@ DEFAULT_BATCH_SIZE = 16
 #: DDPM 100 the reference's every-train-step sampler.
 DEFAULT_STEPS = {"ddim": 10, "ddpm": 100}
 #: The release checkpoints (``<joint_set>.pt``), committed by the evaluation work.
-RELEASE_CHECKPOINTS_DIR = REPO_ROOT / "checkpoints"
 #: Failed clips named in the log and the printed summary (all are in the archive and the
 #: failures artifact).
 MAX_FAILURES_SHOWN = 20
@@ -111,11 +109,6 @@ class RecoverySetup:
     plan: RecoverPlan
     refs: tuple[ClipRef, ...]
     checkpoint_source: str  # "argument" or "release"
-
-
-def release_checkpoint(joint_set: str) -> Path:
-    """Where the release checkpoint recovering ``joint_set`` inputs lives."""
-    return RELEASE_CHECKPOINTS_DIR / f"{joint_set}.pt"
 
 
 def clips_joint_set(refs: list[ClipRef] | tuple[ClipRef, ...]) -> str:

@@ -45,8 +45,13 @@ import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from data_catalog.checkpoints import build_model, checkpoint_sha256, load_checkpoint
-from data_catalog.paths import REPO_ROOT, work_dir
+from data_catalog.checkpoints import (
+    build_model,
+    checkpoint_sha256,
+    load_checkpoint,
+    release_checkpoint,
+)
+from data_catalog.paths import work_dir
 from data_catalog.store import StoreFormatError, StoreNotFound, open_store
 from mocap_core import metrics
 from mocap_core.evaluation import (
@@ -194,12 +199,6 @@ def _store_joint_set_name(joint_set: str) -> str:
     return name
 
 
-def release_checkpoint(joint_set: str) -> Path:
-    """``REPO_ROOT/checkpoints/<smpl22|coco17>.pt``: the release checkpoint of a joint set
-    (``coco17_pelvis`` maps to ``coco17``); the file may not exist."""
-    return REPO_ROOT / "checkpoints" / f"{_store_joint_set_name(joint_set)}.pt"
-
-
 def _resolve_store(store: str) -> tuple[str, str]:
     """A catalog name or a store folder -> ``(name for reports, dataset folder)``."""
     from tasks.training import TrainingConfigError, resolve_store
@@ -319,7 +318,7 @@ def plan_evaluation(
     asked = None if joint_set is None else _store_joint_set_name(joint_set)
     if checkpoint is None:
         wanted = asked or ("smpl22" if "smpl22" in store_sets else "coco17")
-        path = release_checkpoint(wanted)
+        path = release_checkpoint(_store_joint_set_name(wanted))
         if not path.is_file():
             raise EvaluationConfigError(
                 f"no release checkpoint at {path}; pass --checkpoint FILE (a finetune-multiview "

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+import data_catalog.checkpoints
 from data_catalog.checkpoints import save_checkpoint
 from data_catalog.store import PreparedSequence, SplitRule, SplitSelector, write_store_version
 from flows.evaluate import evaluate
@@ -201,9 +202,7 @@ def test_bad_configurations_are_refused_before_any_work(tmp_path, store, monkeyp
     assert main(["evaluate", "--store", store, "--checkpoint", checkpoint, "--cameras", "x"]) == 2
     assert "unknown evaluation protocol" in capsys.readouterr().err
 
-    import tasks.evaluate
-
-    monkeypatch.setattr(tasks.evaluate, "REPO_ROOT", tmp_path)  # no release checkpoints here
+    monkeypatch.setattr(data_catalog.checkpoints, "RELEASE_DIR", tmp_path)  # none here
     assert main(["evaluate", "--store", store, "--joint-set", "coco17"]) == 2
     err = capsys.readouterr().err
     assert "no release checkpoint" in err and str(tmp_path / "checkpoints" / "coco17.pt") in err

@@ -23,6 +23,7 @@ import torch
 import yaml
 from prefect_server import running_prefect_server, use_prefect_api
 
+import data_catalog.checkpoints
 import flows.recover
 import tasks.recover
 from data_catalog.checkpoints import save_checkpoint
@@ -494,7 +495,7 @@ def test_cli_exit_codes_progress_and_release_checkpoint(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(flows.recover, "RELEASE_CHECKPOINTS_DIR", tmp_path / "release")
+    monkeypatch.setattr(data_catalog.checkpoints, "RELEASE_DIR", tmp_path / "release")
     archive = str(tmp_path / "archive")
     good = tmp_path / "good"
     write_camera(good)
