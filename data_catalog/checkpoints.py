@@ -279,3 +279,30 @@ def release_checkpoint(joint_set: str) -> Path:
     if name not in ("smpl22", "coco17"):
         raise ValueError(f"no release checkpoint for joint set {joint_set!r} (smpl22 or coco17)")
     return RELEASE_DIR / f"{name}.pt"
+
+
+def recovery_config(checkpoint: Mapping[str, Any], **overrides: Any):
+    """The recovery settings a checkpoint is meant to be sampled with.
+
+    The window is the checkpoint's training window (capped at the model's ``max_frames``);
+    then the defaults the checkpoint carries under ``"recovery"`` (a release checkpoint holds
+    the settings chosen on the validation split, e.g. ``init`` and ``smooth_frames``); then
+    ``overrides`` (None values are ignored).
+
+    Returns:
+        A :class:`mocap_core.recovery.RecoveryConfig`.
+
+    Raises:
+        ValueError: invalid settings (the message names them).
+    """
+    from mocap_core.recovery import RecoveryConfig
+
+    max_frames = int(checkpoint["model_config"]["max_frames"])
+    window = (checkpoint.get("train_config") or {}).get("window")
+    if not isinstance(window, int) or isinstance(window, bool) or not 2 <= window <= max_frames:
+        window = max_frames
+    fields = set(RecoveryConfig.model_fields)
+    settings: dict[str, Any] = {"window": window}
+    settings.update({k: v for k, v in (checkpoint.get("recovery") or {}).items() if k in fields})
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return RecoveryConfig(**settings)

@@ -50,7 +50,12 @@ from prefect.artifacts import (
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from data_catalog.checkpoints import CheckpointError, load_checkpoint, release_checkpoint
+from data_catalog.checkpoints import (
+    CheckpointError,
+    load_checkpoint,
+    recovery_config,
+    release_checkpoint,
+)
 from data_catalog.motion_archive import (
     SEQUENCES_FILE,
     ArchiveWriter,
@@ -68,7 +73,6 @@ from data_catalog.recovery_inputs import (
 )
 from data_catalog.sources import SourceError
 from mocap_core.cameras import Camera
-from mocap_core.recovery import RecoveryConfig
 from tasks.recover import (
     MODEL_TO_INPUT,
     BatchOutcome,
@@ -265,10 +269,7 @@ def plan_recovery(
             )
     elif archive_dir.exists() and not archive_dir.is_dir():
         raise ValueError(f"--output {output} is a file, not an archive folder")
-    trained_window = (payload.get("train_config") or {}).get("window")
-    max_frames = int(model_config["max_frames"])
-    window = min(int(trained_window), max_frames) if trained_window else max_frames
-    config = RecoveryConfig(window=window, sampler=sampler, steps=steps, seed=seed)
+    config = recovery_config(payload, sampler=sampler, steps=steps, seed=seed)
 
     from data_catalog.checkpoints import checkpoint_sha256
 

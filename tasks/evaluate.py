@@ -49,6 +49,7 @@ from data_catalog.checkpoints import (
     build_model,
     checkpoint_sha256,
     load_checkpoint,
+    recovery_config,
     release_checkpoint,
 )
 from data_catalog.paths import work_dir
@@ -218,15 +219,10 @@ def default_recovery_config(
     seed: int = DEFAULT_SEED,
     **overrides: Any,
 ) -> RecoveryConfig:
-    """The recovery config of an evaluation: the checkpoint's training window (capped at the
-    model's ``max_frames``), the given sampler, steps and seed, other fields default."""
-    model_config = checkpoint["model_config"]
-    max_frames = int(model_config["max_frames"])
-    window = checkpoint.get("train_config", {}).get("window")
-    if not isinstance(window, int) or isinstance(window, bool) or not 2 <= window <= max_frames:
-        window = max_frames
+    """The recovery config of an evaluation: the checkpoint's own settings
+    (:func:`data_catalog.checkpoints.recovery_config`) with the given sampler, steps, seed."""
     try:
-        return RecoveryConfig(window=window, sampler=sampler, steps=steps, seed=seed, **overrides)
+        return recovery_config(checkpoint, sampler=sampler, steps=steps, seed=seed, **overrides)
     except ValueError as error:
         raise EvaluationConfigError(f"invalid recovery settings: {error}") from None
 

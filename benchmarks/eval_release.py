@@ -1,0 +1,111 @@
+"""Evaluation tables of a release checkpoint: the figures of docs/RESULTS.md and the card.
+
+For one checkpoint: the standard protocol with ground-truth 2D on each store's test split
+(model beside the two baselines, all sequences and those whose feet touch the ground, and
+the per-clip comparison with the ground-contact heuristic), then the same on the first
+store with pixel noise (2, 5, 10 px) and with other sampling settings (DDIM 25, DDPM 100).
+Prints Markdown tables.
+
+Run:  .venv/bin/python benchmarks/eval_release.py --checkpoint checkpoints/smpl22.pt \
+          --stores bandai1 bandai2 [--max-sequences N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from tasks.evaluate import evaluate_checkpoint
+
+METRICS = (
+    ("pa_mpjpe_mm", "PA-MPJPE"),
+    ("mpjpe_mm", "MPJPE"),
+    ("abs_mpjpe_mm", "Abs-MPJPE"),
+    ("w_mpjpe100_mm", "W-MPJPE100"),
+    ("wa_mpjpe100_mm", "WA-MPJPE100"),
+    ("rte_mm", "RTE mm"),
+    ("rte_pct", "RTE %"),
+    ("jitter_m_s3", "Jitter m/s³"),
+    ("accel_error_m_s2", "Accel m/s²"),
+    ("foot_sliding_mm", "FS mm"),
+)
+METHODS = ("model", "ground_contact", "upper_bound")
+
+
+def table(rows: list[dict], label_keys: tuple[str, ...]) -> str:
+    head = list(label_keys) + ["seqs", "frames"] + [name for _, name in METRICS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [str(row[k]) for k in label_keys]
+        cells += [str(row.get("num_sequences", "")), str(row.get("num_frames", ""))]
+        cells += [f"{row[k]:.1f}" if isinstance(row.get(k), float) else "" for k, _ in METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def overall(result, scope: str = "overall") -> list[dict]:
+    return [dict(result.overall_row(m, scope), method=m) for m in METHODS]
+
+
+def run(store, checkpoint, max_sequences, **settings):
+    start = time.perf_counter()
+    result = evaluate_checkpoint(
+        store, checkpoint, "test", "standard", None, max_sequences=max_sequences, **settings
+    )
+    print(f"<!-- {store} {settings}: {time.perf_counter() - start:.0f} s -->")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--stores", nargs="+", default=["bandai1", "bandai2"])
+    parser.add_argument("--max-sequences", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--skip-sweeps", action="store_true")
+    parser.add_argument("--json", default=None, help="also write every overall row here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    dump = []
+
+    print(f"## {args.checkpoint}: standard protocol, ground-truth 2D, test split\n")
+    for store in args.stores:
+        result = run(store, args.checkpoint, args.max_sequences)
+        rows = overall(result) + overall(result, "overall_grounded")
+        for row in rows:
+            row["store"] = store
+        dump += rows
+        print(f"### {store}\n")
+        print(table(rows, ("store", "scope", "method")))
+        contact = result.contact_comparison()
+        beaten = [c for c in contact if c["model_better"]]
+        print(
+            f"\nclips whose feet touch the ground: {len(contact)}; model Abs-MPJPE below the "
+            f"ground-contact heuristic's on {len(beaten)} of them\n"
+        )
+
+    if args.skip_sweeps:
+        return
+    store = args.stores[0]
+    sweep_rows = []
+    for noise in (2.0, 5.0, 10.0):
+        result = run(store, args.checkpoint, args.max_sequences, noise_px=noise)
+        for row in overall(result):
+            sweep_rows.append(dict(row, setting=f"noise {noise:g} px"))
+    for sampler, steps in (("ddim", 25), ("ddpm", 100)):
+        result = run(store, args.checkpoint, args.max_sequences, sampler=sampler, steps=steps)
+        row = dict(result.overall_row("model"), method="model")
+        sweep_rows.append(dict(row, setting=f"{sampler.upper()} {steps}"))
+    dump += sweep_rows
+    print(f"### {store}: pixel noise and sampling steps\n")
+    print(table(sweep_rows, ("setting", "method")))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(dump, handle, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()

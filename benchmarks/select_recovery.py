@@ -1,0 +1,63 @@
+"""Choose a checkpoint's recovery settings on the validation split (never on test).
+
+Evaluates the model under several recovery settings (start from noise as in the method, or
+part-way from the ground-contact guess; with or without temporal smoothing) on a store's
+``val`` split and prints one row per setting; the release procedure stores the best under
+the checkpoint's ``"recovery"`` key (data_catalog.checkpoints.recovery_config reads it).
+
+Run:  .venv/bin/python benchmarks/select_recovery.py --checkpoint CKPT --store bandai2 \
+          [--max-sequences 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from data_catalog.checkpoints import load_checkpoint, recovery_config
+from tasks.evaluate import evaluate_checkpoint
+
+SETTINGS = (
+    {"init": "noise", "smooth_frames": 0},
+    {"init": "noise", "smooth_frames": 9},
+    {"init": "ground_contact", "init_strength": 0.3, "smooth_frames": 9},
+    {"init": "ground_contact", "init_strength": 0.5, "smooth_frames": 9},
+    {"init": "ground_contact", "init_strength": 0.7, "smooth_frames": 9},
+    {"init": "ground_contact", "init_strength": 0.5, "smooth_frames": 0},
+)
+KEYS = ("pa_mpjpe_mm", "abs_mpjpe_mm", "w_mpjpe100_mm", "wa_mpjpe100_mm", "jitter_m_s3")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--store", default="bandai2")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--max-sequences", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    payload = load_checkpoint(args.checkpoint)
+    print("| setting | " + " | ".join(KEYS) + " |")
+    print("|" + "---|" * (len(KEYS) + 1))
+    baseline_printed = False
+    for setting in SETTINGS:
+        config = recovery_config(payload, **setting)
+        result = evaluate_checkpoint(
+            args.store, args.checkpoint, args.split, "standard", config,
+            max_sequences=args.max_sequences,
+        )  # fmt: skip
+        row = result.overall_row("model")
+        print(f"| {json.dumps(setting)} | " + " | ".join(f"{row[k]:.1f}" for k in KEYS) + " |")
+        if not baseline_printed:
+            base = result.overall_row("ground_contact")
+            print(
+                "| ground-contact heuristic | " + " | ".join(f"{base[k]:.1f}" for k in KEYS) + " |"
+            )
+            baseline_printed = True
+
+
+if __name__ == "__main__":
+    main()
