@@ -18,22 +18,11 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from machine import cpu_name
 
 from mocap_core.cameras import camera_from_height_pitch_roll, intrinsics_from_fov, stack_cameras
 from mocap_core.pointmaps import ground_pointmap, ground_pointmaps
 from mocap_core.rig import RigConfig, sample_rig
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where there is one (Linux), else platform's guess."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def median_seconds(call: Callable[[], object], repeats: int) -> float:

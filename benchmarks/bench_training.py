@@ -26,23 +26,12 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from machine import cpu_name
 
 from data_catalog.paths import work_dir
 from flows.train import make_train_config
 from mocap_core.training import STAGE_MULTIVIEW, STAGE_PRETRAIN
 from tasks.training import TrainResult, run_training, save_loss_curve
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where there is one (Linux), else platform's guess."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def report(result: TrainResult, wall_s: float) -> None:
