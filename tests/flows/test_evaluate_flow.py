@@ -205,7 +205,7 @@ def test_bad_configurations_are_refused_before_any_work(tmp_path, store, monkeyp
     monkeypatch.setattr(data_catalog.checkpoints, "RELEASE_DIR", tmp_path)  # none here
     assert main(["evaluate", "--store", store, "--joint-set", "coco17"]) == 2
     err = capsys.readouterr().err
-    assert "no release checkpoint" in err and str(tmp_path / "checkpoints" / "coco17.pt") in err
+    assert "no release checkpoint" in err and str(tmp_path / "coco17.pt") in err
     with pytest.raises(EvaluationConfigError, match="coco17_pelvis model"):
         evaluate_checkpoint(
             store, tiny_checkpoint(tmp_path / "c.pt", "coco17_pelvis"), joint_set="smpl22"
