@@ -1,7 +1,7 @@
 """Choose a checkpoint's recovery settings on the validation split (never on test).
 
-Evaluates the model under several recovery settings (start from noise as in the method, or
-part-way from the ground-contact guess; with or without temporal smoothing) on a store's
+Evaluates the model under several recovery settings (with or without temporal smoothing and
+the ground anchor of :func:`mocap_core.recovery.anchor_to_ground`) on a store's
 ``val`` split and prints one row per setting; the release procedure stores the best under
 the checkpoint's ``"recovery"`` key (data_catalog.checkpoints.recovery_config reads it).
 
@@ -20,12 +20,13 @@ from data_catalog.checkpoints import load_checkpoint, recovery_config
 from tasks.evaluate import evaluate_checkpoint
 
 SETTINGS = (
-    {"init": "noise", "smooth_frames": 0},
-    {"init": "noise", "smooth_frames": 9},
-    {"init": "ground_contact", "init_strength": 0.3, "smooth_frames": 9},
-    {"init": "ground_contact", "init_strength": 0.5, "smooth_frames": 9},
-    {"init": "ground_contact", "init_strength": 0.7, "smooth_frames": 9},
-    {"init": "ground_contact", "init_strength": 0.5, "smooth_frames": 0},
+    {"smooth_frames": 0, "ground_anchor_frames": 0},
+    {"smooth_frames": 9, "ground_anchor_frames": 0},
+    {"smooth_frames": 0, "ground_anchor_frames": 9},
+    {"smooth_frames": 5, "ground_anchor_frames": 9},
+    {"smooth_frames": 5, "ground_anchor_frames": 15},
+    {"smooth_frames": 5, "ground_anchor_frames": 31},
+    {"smooth_frames": 9, "ground_anchor_frames": 15},
 )
 KEYS = ("pa_mpjpe_mm", "abs_mpjpe_mm", "w_mpjpe100_mm", "wa_mpjpe100_mm", "jitter_m_s3")
 

@@ -68,9 +68,10 @@ Conventions:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -105,6 +106,7 @@ from mocap_core.triangulation import triangulate
 
 __all__ = [
     "ClipInput",
+    "anchor_to_ground",
     "RecoveredMotion",
     "RecoveryConfig",
     "RigBatch",
@@ -175,6 +177,13 @@ class RecoveryConfig(BaseModel):
         smooth_frames: width (frames) of a centred moving average applied to each joint's
             recovered trajectory, 0 or 1 = off (the reference applies none); it damps the
             frame-to-frame depth jitter of the triangulation.
+        ground_anchor_frames: 0 = off (the reference). Otherwise the recovered joints are
+            moved onto the observed camera rays (keeping their camera depth) and the body is
+            scaled along those rays, per frame, so that its lowest foot joint stands at the
+            foot keypoint's height above the ground; the per-frame scale is a running median
+            and mean over this many frames (:func:`anchor_to_ground`). The model supplies
+            the pose and which foot is lowest, the known ground fixes the distance: a
+            post-processing step of this project, not of the reference.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -194,6 +203,7 @@ class RecoveryConfig(BaseModel):
     init: Literal["noise", "ground_contact"] = "noise"
     init_strength: float = Field(0.6, gt=0.0, le=1.0)
     smooth_frames: int = Field(0, ge=0)
+    ground_anchor_frames: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> RecoveryConfig:
@@ -1045,6 +1055,25 @@ def validate_clip(clip: ClipInput, num_joints: int) -> None:
     _check_keypoints(clip.keypoints, num_joints)
 
 
+def _ground_anchor(
+    config: RecoveryConfig, clip: ClipInput, joint_set: JointSet
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """The clip's :func:`anchor_to_ground` step, or None when the config has it off."""
+    if config.ground_anchor_frames < 1:
+        return None
+    from mocap_core.evaluation import FOOT_KEYPOINT_HEIGHT_M
+
+    return functools.partial(
+        anchor_to_ground,
+        camera=clip.camera,
+        keypoints=np.asarray(clip.keypoints, dtype=np.float64),
+        foot_joints=joint_set.foot_joints,
+        foot_height_m=FOOT_KEYPOINT_HEIGHT_M.get(joint_set.name, 0.0),
+        width=config.ground_anchor_frames,
+        min_confidence=config.min_confidence,
+    )
+
+
 @dataclass
 class _ClipAccumulator:
     """Weighted sums of one clip's windows (world frame)."""
@@ -1075,14 +1104,81 @@ class _ClipAccumulator:
             ),
         )
 
-    def result(self, smooth_frames: int = 0) -> RecoveredMotion:
+    def result(
+        self,
+        smooth_frames: int = 0,
+        anchor: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    ) -> RecoveredMotion:
         valid = self.weight > 0
         with np.errstate(invalid="ignore", divide="ignore"):
             joints = self.total / self.weight[..., None]
         joints[~valid] = np.nan
+        if anchor is not None:
+            joints = anchor(joints, valid)
         if smooth_frames > 1:
             joints = smooth_trajectories(joints, valid, smooth_frames)
         return RecoveredMotion(joints, valid, self.num_windows, self.view_pixels)
+
+
+def anchor_to_ground(
+    joints: np.ndarray,
+    valid: np.ndarray,
+    camera: Camera,
+    keypoints: np.ndarray,
+    foot_joints: Sequence[int],
+    foot_height_m: float,
+    width: int,
+    min_confidence: float = 0.0,
+) -> np.ndarray:
+    """Put a recovered motion on the observed rays and its feet on the ground.
+
+    Each joint the camera sees is moved along the camera's depth axis onto its observed ray
+    (its camera depth kept). Then each frame is scaled about the camera centre by ``s_t``,
+    which keeps every observed pixel where it is, such that the frame's lowest foot joint
+    ends at ``foot_height_m``; ``s_t`` is a running median, then mean, over ``width`` frames,
+    so frames with both feet off the ground (jumps) borrow the scale of their neighbours.
+
+    Args:
+        joints: ``(T, J, 3)`` metres, world (y-up, ground y = 0); NaN where not valid.
+        valid: ``(T, J) bool``.
+        camera: the observing camera, centre above the ground.
+        keypoints: ``(T, J, 3)`` observed pixels (distorted image) and confidence.
+        foot_joints: indices of the joints that touch the ground.
+        foot_height_m: height of a planted foot joint above the ground, metres.
+        width: frames of the running median and mean, >= 1.
+        min_confidence: keypoints with confidence ``<=`` this are not seen.
+
+    Returns:
+        ``(T, J, 3) float64`` metres, world; NaN where not valid.
+    """
+    joints = np.asarray(joints, dtype=np.float64)
+    seen = (keypoints[..., 2] > min_confidence) & valid
+    _, depth = camera.project(np.nan_to_num(joints))
+    on_ray = camera.unproject(np.asarray(keypoints[..., :2], dtype=np.float64), depth=depth)
+    moved = np.where(seen[..., None], on_ray, joints)
+    centre = np.asarray(camera.center, dtype=np.float64)
+    feet = list(foot_joints)
+    foot_y = np.where(valid[:, feet], moved[:, feet, 1], np.inf)
+    lowest = foot_y.min(axis=1)  # (T,)
+    below_camera = centre[1] - lowest
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = (centre[1] - foot_height_m) / below_camera
+    usable = np.isfinite(scale) & (below_camera > 0.05)
+    if not usable.any():
+        return np.where(valid[..., None], moved, np.nan)
+    # A scale far from 1 means a broken frame, not a better distance.
+    scale = np.clip(scale, 0.5, 2.0)
+    frames = np.arange(len(scale))
+    scale = np.interp(frames, frames[usable], scale[usable])
+    half = max(int(width), 1) // 2
+    padded = np.pad(scale, half, mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
+    scale = np.median(windows, axis=-1)
+    scale = np.convolve(np.pad(scale, half, mode="edge"), np.ones(2 * half + 1), "valid") / (
+        2 * half + 1
+    )
+    anchored = centre + scale[:, None, None] * (moved - centre)
+    return np.where(valid[..., None], anchored, np.nan)
 
 
 def smooth_trajectories(joints: np.ndarray, valid: np.ndarray, width: int) -> np.ndarray:
@@ -1249,7 +1345,13 @@ def iter_recover_clips(
             acc = accumulators[next_to_yield]
             if acc.remaining > 0:
                 break
-            yield next_to_yield, acc.result(config.smooth_frames)
+            yield (
+                next_to_yield,
+                acc.result(
+                    config.smooth_frames,
+                    anchor=_ground_anchor(config, clips[next_to_yield], joint_set),
+                ),
+            )
             del accumulators[next_to_yield]
             next_to_yield += 1
 

@@ -628,3 +628,37 @@ def test_smoothing_averages_over_valid_frames_only() -> None:
     line = np.repeat(np.arange(T, dtype=float)[:, None, None], 3, axis=-1)
     smooth = smooth_trajectories(line, np.ones((T, 1), bool), width=5)
     np.testing.assert_allclose(smooth[2:-2], line[2:-2])
+
+
+def test_ground_anchor_restores_distance_along_the_observed_rays() -> None:
+    """A motion recovered too far (scaled about the camera) and off its rays comes back to the
+    truth; frames with both feet in the air (a jump) keep their neighbours' scale."""
+    foot_height = 0.04
+    truth = walk_smpl22(60, seed=3, start_xz=(0.3, -4.5), heading_deg=60.0)
+    feet = list(SMPL22.foot_joints)
+    truth[..., 1] += foot_height - truth[:, feet, 1].min(axis=1)[:, None]
+    truth[20:26, :, 1] += 0.3  # a jump: no foot on the ground
+    camera = camera_from_height_pitch_roll(
+        1.6, 12.0, 0.0, intrinsics_from_fov(WIDTH, HEIGHT, 60.0), WIDTH, HEIGHT
+    )
+    pixels, _ = camera.project(truth)
+    keypoints = np.concatenate([pixels, np.ones(truth.shape[:2] + (1,))], axis=-1)
+    centre = camera.center
+    recovered = centre + 1.12 * (truth - centre)
+    recovered += 0.05 * camera.R[0]  # sideways, at the same camera depth: off the rays
+    valid = np.ones(truth.shape[:2], bool)
+
+    anchored = recovery.anchor_to_ground(
+        recovered, valid, camera, keypoints, feet, foot_height, width=15
+    )
+
+    assert np.abs(recovered - truth).max() > 0.3
+    np.testing.assert_allclose(anchored, truth, atol=1e-6)
+    # An unseen joint is not moved onto a ray, only scaled with its frame.
+    hidden = keypoints.copy()
+    hidden[:, 0, 2] = 0.0
+    moved = recovery.anchor_to_ground(recovered, valid, camera, hidden, feet, foot_height, 15)
+    ratio = np.linalg.norm(moved[:, 0] - centre, axis=-1) / np.linalg.norm(
+        recovered[:, 0] - centre, axis=-1
+    )
+    np.testing.assert_allclose(ratio, 1 / 1.12, rtol=1e-3)
