@@ -281,12 +281,23 @@ def release_checkpoint(joint_set: str) -> Path:
     return RELEASE_DIR / f"{name}.pt"
 
 
+#: Overrides that turn off every step this project adds after the method's sampling loop
+#: (``post_process=False`` in the recover and evaluate flows, ``--no-post-process``): the
+#: output is then the final triangulation, as in the reference.
+METHOD_ONLY_RECOVERY: dict[str, Any] = {
+    "init": "noise",
+    "smooth_frames": 0,
+    "ground_anchor_frames": 0,
+}
+
+
 def recovery_config(checkpoint: Mapping[str, Any], **overrides: Any):
     """The recovery settings a checkpoint is meant to be sampled with.
 
     The window is the checkpoint's training window (capped at the model's ``max_frames``);
     then the defaults the checkpoint carries under ``"recovery"`` (a release checkpoint holds
-    the settings chosen on the validation split, e.g. ``init`` and ``smooth_frames``); then
+    the settings chosen on the validation split, e.g. ``ground_anchor_frames`` and
+    ``smooth_frames``); then
     ``overrides`` (None values are ignored).
 
     Returns:

@@ -476,6 +476,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--sampler", default="ddim", choices=["ddim", "ddpm"], help="sampler (default ddim)"
     )
     p.add_argument(
+        "--no-post-process",
+        action="store_true",
+        help="the method's output as is: skip the checkpoint's post-processing (the release "
+        "checkpoints move the body onto the observed rays with its feet on the ground, and "
+        "smooth it)",
+    )
+    p.add_argument(
         "--input-noise",
         type=float,
         default=0.0,
@@ -530,6 +537,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         steps=DEFAULT_STEPS if args.steps is None else args.steps,
         seed=args.seed,
+        post_process=not args.no_post_process,
         device=args.device,
         output_dir=args.output,
     )
@@ -551,6 +559,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         max_sequences=args.max_sequences,
         output_dir=args.output,
         seed=args.seed,
+        post_process=not args.no_post_process,
         device=args.device,
         show_progress=True,
     )
@@ -601,6 +610,13 @@ def _add_recover(sub: argparse._SubParsersAction) -> None:
         "--steps", type=int, default=None, help="sampling steps (default: DDIM 10, DDPM 100)"
     )
     p.add_argument("--seed", type=int, default=42, help="seed of rigs and noise (default 42)")
+    p.add_argument(
+        "--no-post-process",
+        action="store_true",
+        help="the method's output as is: skip the checkpoint's post-processing (the release "
+        "checkpoints move the body onto the observed rays with its feet on the ground, and "
+        "smooth it)",
+    )
     p.add_argument("--fps", type=float, default=30.0, help="frame rate of JSON clips (default 30)")
     p.add_argument(
         "--body-model",
@@ -652,6 +668,7 @@ def _run_recover(args: argparse.Namespace) -> int:
         rrd=args.rrd,
         fps=args.fps,
         seed=args.seed,
+        post_process=not args.no_post_process,
         batch_size=args.batch_size,
         torch_threads=args.torch_threads,
     )

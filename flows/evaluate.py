@@ -123,6 +123,7 @@ def evaluate(
     max_sequences: int | None = None,
     output_dir: str | None = None,
     seed: int = DEFAULT_SEED,
+    post_process: bool = True,
     device: str = "auto",
     batch_sequences: int = DEFAULT_BATCH_SEQUENCES,
     plot_sequences: int = DEFAULT_PLOT_SEQUENCES,
@@ -139,6 +140,8 @@ def evaluate(
             the checkpoint's, else smpl22 when the store has it.
         protocol: scene preset of :data:`mocap_core.evaluation.PROTOCOLS`.
         sampler, steps, seed: recovery sampling (DDIM 10 steps, seed 42 by default).
+        post_process: keep the checkpoint's post-processing (ground anchor, smoothing);
+            False evaluates the method's output as is.
         input_noise_px: std of the Gaussian pixel noise of the simulated detector.
         drop_rate: probability that the detector misses a joint.
         max_sequences: only the first N sequences of the split.
@@ -167,6 +170,7 @@ def evaluate(
         sampler=sampler,
         steps=steps,
         seed=seed,
+        post_process=post_process,
         device=device,
         output_dir=output_dir,
     )

@@ -51,6 +51,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from data_catalog.checkpoints import (
+    METHOD_ONLY_RECOVERY,
     CheckpointError,
     load_checkpoint,
     recovery_config,
@@ -176,6 +177,7 @@ def plan_recovery(
     rrd: bool = False,
     fps: float = 30.0,
     seed: int = 42,
+    post_process: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     torch_threads: int | None = 1,
@@ -269,7 +271,8 @@ def plan_recovery(
             )
     elif archive_dir.exists() and not archive_dir.is_dir():
         raise ValueError(f"--output {output} is a file, not an archive folder")
-    config = recovery_config(payload, sampler=sampler, steps=steps, seed=seed)
+    overrides = {} if post_process else METHOD_ONLY_RECOVERY
+    config = recovery_config(payload, sampler=sampler, steps=steps, seed=seed, **overrides)
 
     from data_catalog.checkpoints import checkpoint_sha256
 
@@ -350,6 +353,7 @@ def recover_archive(
     rrd: bool = False,
     fps: float = 30.0,
     seed: int = 42,
+    post_process: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
     torch_threads: int | None = 1,
     retry_failed: bool = False,
@@ -366,6 +370,9 @@ def recover_archive(
             the clips' joint set.
         steps, sampler, seed: sampling: DDIM (default, 10 steps) or DDPM (the reference's
             sampler, 100 steps); ``steps`` None takes the sampler's default.
+        post_process: apply the checkpoint's post-processing settings (the release
+            checkpoints anchor the body to the observed rays and the ground, and smooth it);
+            False gives the method's final triangulation as is.
         body_model: SMPL body-model folder: fit SMPL to the recovered joints (smpl22).
         bvh: write ``ARCHIVE/bvh/<sequence_id>[_t<track>].bvh`` (smpl22).
         previews: draw ``ARCHIVE/previews/<sequence_id>.png``; ``rrd``: also ``.rrd``.
@@ -395,6 +402,7 @@ def recover_archive(
         rrd=rrd,
         fps=fps,
         seed=seed,
+        post_process=post_process,
         batch_size=batch_size,
         torch_threads=torch_threads,
     )

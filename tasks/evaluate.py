@@ -46,6 +46,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from data_catalog.checkpoints import (
+    METHOD_ONLY_RECOVERY,
     build_model,
     checkpoint_sha256,
     load_checkpoint,
@@ -228,9 +229,13 @@ def default_recovery_config(
 
 
 def _settings_suffix(
-    recovery: RecoveryConfig, noise_px: float, drop_rate: float, max_sequences: int | None
+    recovery: RecoveryConfig,
+    noise_px: float,
+    drop_rate: float,
+    max_sequences: int | None,
+    post_process: bool = True,
 ) -> str:
-    parts = []
+    parts = [] if post_process else ["method-only"]
     if noise_px:
         parts.append(f"noise{noise_px:g}px")
     if drop_rate:
@@ -258,6 +263,7 @@ def plan_evaluation(
     sampler: str = DEFAULT_SAMPLER,
     steps: int = DEFAULT_STEPS,
     seed: int = DEFAULT_SEED,
+    post_process: bool = True,
     device: str = "auto",
     output_dir: str | None = None,
 ) -> EvalPlan:
@@ -276,6 +282,10 @@ def plan_evaluation(
         max_sequences: evaluate only the first N sequences of the split (store order).
         joint_set: ``smpl22`` or ``coco17``: which store subgroup and release checkpoint;
             None = the checkpoint's, else ``smpl22`` when the store has it, else ``coco17``.
+        post_process: with ``recovery`` None, keep the checkpoint's post-processing
+            (ground anchor, smoothing); False = the method's output as is
+            (:data:`~data_catalog.checkpoints.METHOD_ONLY_RECOVERY`, report folder suffix
+            ``-method-only``).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
         output_dir: report folder; default
             ``WORK/eval/<store>-<split>-<sha256[:8]>-<protocol>`` (plus the settings that
@@ -350,7 +360,8 @@ def plan_evaluation(
         )
 
     if recovery is None:
-        recovery = default_recovery_config(payload, sampler, steps, seed)
+        overrides = {} if post_process else METHOD_ONLY_RECOVERY
+        recovery = default_recovery_config(payload, sampler, steps, seed, **overrides)
     elif not isinstance(recovery, RecoveryConfig):
         raise EvaluationConfigError(f"recovery must be a RecoveryConfig, got {recovery!r}")
     if recovery.window > int(payload["model_config"]["max_frames"]):
@@ -370,7 +381,7 @@ def plan_evaluation(
         ids = ids[:max_sequences]
     digest = checkpoint_sha256(path)
     if output_dir is None:
-        suffix = _settings_suffix(recovery, noise_px, drop_rate, max_sequences)
+        suffix = _settings_suffix(recovery, noise_px, drop_rate, max_sequences, post_process)
         folder = f"{store_name}-{split}-{digest[:8]}-{protocol.name}{suffix}"
         output_dir = str(work_dir() / "eval" / folder)
     return EvalPlan(

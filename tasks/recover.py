@@ -256,7 +256,8 @@ def recovery_params_hash(
     """sha256 of everything besides the input and the checkpoint that decides a clip's rows.
 
     Sampler, steps, seed, DDIM eta, window, overlap (resolved), triangulation weighting,
-    body model on/off, the default frame rate of JSON inputs, BVH on/off, and the track
+    the start (noise, or the ground-contact guess and its strength), smoothing and the ground
+    anchor, body model on/off, the default frame rate of JSON inputs, BVH on/off, and the track
     rules. Batch sizes (clips per task, windows per forward pass) and previews are left out:
     they change float rounding or side files, not the motion.
     """
@@ -272,6 +273,10 @@ def recovery_params_hash(
         "weighted": config.weighted,
         "min_confidence": config.min_confidence,
         "missing_view0_weight": config.missing_view0_weight,
+        "init": config.init,
+        "init_strength": config.init_strength if config.init != "noise" else None,
+        "smooth_frames": config.smooth_frames if config.smooth_frames > 1 else 0,
+        "ground_anchor_frames": config.ground_anchor_frames,
         "body_model": bool(body_model),
         "default_fps": float(default_fps),
         "bvh": bool(bvh),

@@ -214,6 +214,23 @@ def test_bad_configurations_are_refused_before_any_work(tmp_path, store, monkeyp
         evaluate_checkpoint(store, checkpoint, drop_rate=2.0)
 
 
+def test_checkpoint_post_processing_is_used_unless_turned_off(tmp_path, store):
+    from data_catalog.checkpoints import load_checkpoint
+    from tasks.evaluate import plan_evaluation
+
+    path = tiny_checkpoint(tmp_path / "model.pt")
+    payload = load_checkpoint(path)
+    payload["recovery"] = {"ground_anchor_frames": 9, "smooth_frames": 5}
+    save_checkpoint(path, payload)
+
+    kept = plan_evaluation(store, "test", path)
+    raw = plan_evaluation(store, "test", path, post_process=False)
+
+    assert (kept.recovery.ground_anchor_frames, kept.recovery.smooth_frames) == (9, 5)
+    assert (raw.recovery.ground_anchor_frames, raw.recovery.smooth_frames) == (0, 0)
+    assert raw.output_dir.endswith("-method-only") and not kept.output_dir.endswith("-only")
+
+
 def test_cli_runs_the_flow_and_prints_the_table(tmp_path, store, capsys):
     from flows.cli import main
 

@@ -621,6 +621,24 @@ def test_a_clip_that_breaks_recovery_fails_alone(
     assert rows == {("pair", -1): "failed", ("walk0", 0): "ok"}
 
 
+def test_checkpoint_post_processing_applies_unless_turned_off(
+    clips: Path, coco_checkpoint: Path, tmp_path: Path
+) -> None:
+    from data_catalog.checkpoints import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(coco_checkpoint)
+    payload["recovery"] = {"ground_anchor_frames": 9, "smooth_frames": 5}
+    anchored = save_checkpoint(tmp_path / "anchored.pt", payload)
+    out = str(tmp_path / "archive")
+
+    kept = plan_recovery(str(clips), out, checkpoint=str(anchored)).plan
+    raw = plan_recovery(str(clips), out, checkpoint=str(anchored), post_process=False).plan
+
+    assert (kept.recovery["ground_anchor_frames"], kept.recovery["smooth_frames"]) == (9, 5)
+    assert (raw.recovery["ground_anchor_frames"], raw.recovery["smooth_frames"]) == (0, 0)
+    assert kept.params_hash != raw.params_hash  # a re-run with the other setting recovers again
+
+
 def test_video_clips_keep_their_2d_tracks_beside_the_motion(
     coco_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -702,7 +720,16 @@ def test_params_hash_covers_what_changes_the_motion() -> None:
         recovery_params_hash(
             base.model_copy(update=u), body_model=False, default_fps=30.0, bvh=False
         )
-        for u in ({"steps": 11}, {"sampler": "ddpm"}, {"seed": 1}, {"window": 41}, {"overlap": 5})
+        for u in (
+            {"steps": 11},
+            {"sampler": "ddpm"},
+            {"seed": 1},
+            {"window": 41},
+            {"overlap": 5},
+            {"init": "ground_contact"},
+            {"smooth_frames": 5},
+            {"ground_anchor_frames": 9},
+        )
     ]
     changed += [
         recovery_params_hash(base, body_model=True, default_fps=30.0, bvh=False),
