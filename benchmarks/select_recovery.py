@@ -27,6 +27,10 @@ SETTINGS = (
     {"smooth_frames": 5, "ground_anchor_frames": 15},
     {"smooth_frames": 5, "ground_anchor_frames": 31},
     {"smooth_frames": 9, "ground_anchor_frames": 15},
+    {"smooth_frames": 5, "ground_anchor_frames": 9, "window": 60},
+    {"smooth_frames": 9, "ground_anchor_frames": 9, "window": 60},
+    {"smooth_frames": 5, "ground_anchor_frames": 9, "window": 90},
+    {"smooth_frames": 3, "ground_anchor_frames": 9},
 )
 KEYS = ("pa_mpjpe_mm", "abs_mpjpe_mm", "w_mpjpe100_mm", "wa_mpjpe100_mm", "jitter_m_s3")
 
@@ -35,7 +39,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--store", default="bandai2")
+    parser.add_argument(
+        "--only", type=int, nargs="*", default=None, help="indices of SETTINGS to run (default all)"
+    )
     parser.add_argument("--split", default="val")
+    parser.add_argument("--cameras", default="standard", help="evaluation protocol")
     parser.add_argument("--max-sequences", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -44,10 +52,11 @@ def main() -> None:
     print("| setting | " + " | ".join(KEYS) + " |")
     print("|" + "---|" * (len(KEYS) + 1))
     baseline_printed = False
-    for setting in SETTINGS:
+    chosen = SETTINGS if args.only is None else [SETTINGS[i] for i in args.only]
+    for setting in chosen:
         config = recovery_config(payload, **setting)
         result = evaluate_checkpoint(
-            args.store, args.checkpoint, args.split, "standard", config,
+            args.store, args.checkpoint, args.split, args.cameras, config,
             max_sequences=args.max_sequences,
         )  # fmt: skip
         row = result.overall_row("model")

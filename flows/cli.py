@@ -500,7 +500,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--cameras",
         default="standard",
         metavar="PROTOCOL",
-        help="camera protocol: standard (3-6 m), far (6-10 m) or high (wall-mounted) "
+        help="camera protocol: standard (3-6 m), in-view (standard, scored only on the frames "
+        "where the subject is fully in view 3-6 m away), far (6-10 m) or high (wall-mounted) "
         "(default standard)",
     )
     p.add_argument(

@@ -29,8 +29,10 @@ A draw is *good* on a frame when every valid joint projects inside the image (de
 ``MIN_DEPTH_M``) and the root's horizontal distance stays within ``subject_distance_m``.
 When some frame is not good the whole scene is drawn again (at most ``max_redraws`` times)
 and the draw with the most good frames is kept; :class:`EvalScene` records the fraction of
-good frames and the root distance range, which the report lists per sequence. No bone-length
-augmentation: the evaluated bodies are the recorded ones.
+good frames and the root distance range, which the report lists per sequence. With
+``in_view_only`` (the ``"in-view"`` preset) only the longest run of good frames of the kept
+draw is evaluated (a sequence without ``min_segment_frames`` of them is skipped, with the
+reason). No bone-length augmentation: the evaluated bodies are the recorded ones.
 
 **2D input** (:func:`simulate_detections`): the projection of the placed ground truth into
 the input camera; optionally Gaussian pixel noise (std ``noise_px`` per coordinate) and
@@ -188,6 +190,12 @@ class EvalProtocol(BaseModel):
     )
     pitch_jitter_deg: float = Field(3.0, ge=0.0, description="uniform jitter of the aim pitch")
     max_redraws: int = Field(32, ge=0, description="redraws when a frame leaves the view")
+    in_view_only: bool = Field(
+        False,
+        description="evaluate only the longest run of good frames (every joint in view, the "
+        "root within subject_distance_m), at least min_segment_frames long",
+    )
+    min_segment_frames: int = Field(30, ge=4, description="shortest run kept by in_view_only")
 
     @model_validator(mode="after")
     def _check(self) -> EvalProtocol:
@@ -222,6 +230,10 @@ class EvalProtocol(BaseModel):
 PROTOCOLS: dict[str, EvalProtocol] = {
     # A person filmed at 3-6 m by a camera on a tripod or a shelf, framed by its operator.
     "standard": EvalProtocol(name="standard"),
+    # The standard scenes, scored only where the subject is fully in view 3-6 m away: long
+    # locomotion clips leave a fixed camera's view or range, and their other frames are
+    # dropped (the longest run of good frames is kept).
+    "in-view": EvalProtocol(name="in-view", in_view_only=True),
     # The same cameras with the subject farther away (smaller in the image, weaker depth cue).
     "far": EvalProtocol(name="far", subject_distance_m=(6.0, 10.0)),
     # A wall-mounted camera looking down (surveillance-like, pitch about 15-40 degrees).
@@ -333,6 +345,8 @@ class EvalScene:
         root_distance_m: ``(min, max)`` horizontal root distance over the valid frames.
         attempt: which draw was kept (1 = the first).
         draws: draws made (1 = the first draw was good on every frame).
+        frames: ``(start, stop)`` of the input frames kept in ``joints`` (all of them unless
+            the protocol is ``in_view_only``).
     """
 
     camera: Camera
@@ -349,6 +363,7 @@ class EvalScene:
     root_distance_m: tuple[float, float]
     attempt: int
     draws: int
+    frames: tuple[int, int] = (0, -1)
 
     def summary(self) -> dict[str, float]:
         """The draw as a flat dict of floats (report columns)."""
@@ -472,7 +487,31 @@ def draw_eval_scene(
         if count == len(good):
             break
     assert best is not None
-    return replace(best, draws=attempt)
+    best = replace(best, draws=attempt, frames=(0, len(joints)))
+    if protocol.in_view_only:
+        in_view, in_range = _frame_checks(
+            best.camera, best.joints, valid, protocol.subject_distance_m
+        )
+        start, stop = _longest_run(in_view & in_range)
+        if stop - start < protocol.min_segment_frames:
+            raise ValueError(
+                f"no {protocol.min_segment_frames} consecutive frames in view and "
+                f"{protocol.subject_distance_m[0]:g}-{protocol.subject_distance_m[1]:g} m away "
+                f"(longest run: {stop - start})"
+            )
+        best = replace(best, joints=best.joints[start:stop], frames=(start, stop))
+    return best
+
+
+def _longest_run(mask: np.ndarray) -> tuple[int, int]:
+    """``(start, stop)`` of the longest run of True in a ``(T,)`` bool array ((0, 0) if none)."""
+    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    starts, stops = edges[0::2], edges[1::2]
+    if len(starts) == 0:
+        return 0, 0
+    longest = int(np.argmax(stops - starts))
+    return int(starts[longest]), int(stops[longest])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -610,13 +649,15 @@ def make_eval_case(
         :class:`EvalCase` in the model layout.
     """
     model_joints, model_valid, name = model_layout(joints, valid, store_joint_set)
+    scene = draw_eval_scene(protocol, sequence_id, model_joints, model_valid)
+    start, stop = scene.frames
+    model_joints, model_valid = model_joints[start:stop], model_valid[start:stop]
     grounded = feet_on_ground(
         model_joints,
         model_valid,
         get_joint_set(name).foot_joints,
         FOOT_KEYPOINT_HEIGHT_M[name] + CONTACT_TOLERANCE_M,
     )
-    scene = draw_eval_scene(protocol, sequence_id, model_joints, model_valid)
     rng = np.random.default_rng(case_seed(protocol.seed, sequence_id, "detections"))
     if name == "coco17_pelvis":
         # A detector gives the 17 COCO joints; the model's pelvis is made from its hips.

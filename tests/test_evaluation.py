@@ -150,6 +150,24 @@ def test_a_long_walk_keeps_the_best_draw_and_reports_it():
     assert low < high and high - low > 3.0
 
 
+def test_in_view_protocol_keeps_the_longest_good_run_of_the_same_draw():
+    joints, valid = walk(num_frames=450, seed=3)
+    full = draw_eval_scene(STANDARD, "long#0", joints, valid)
+    in_view = draw_eval_scene(PROTOCOLS["in-view"], "long#0", joints, valid)
+    start, stop = in_view.frames
+    assert full.frames == (0, 450) and 30 <= stop - start < 450
+    assert stop - start <= round(full.good_fraction * 450)
+    np.testing.assert_array_equal(in_view.joints, full.joints[start:stop])  # same scene
+    pixels, depth = in_view.camera.project(in_view.joints[valid[start:stop]])
+    assert (depth > 0.1).all() and (pixels >= 0).all()
+    assert (pixels[:, 0] <= 1920).all() and (pixels[:, 1] <= 1080).all()
+    root = np.hypot(in_view.joints[:, 0, 0], in_view.joints[:, 0, 2])
+    assert (root >= 3.0 - 1e-9).all() and (root <= 6.0 + 1e-9).all()
+    strict = PROTOCOLS["in-view"].model_copy(update={"min_segment_frames": 449})
+    with pytest.raises(ValueError, match="no 449 consecutive frames in view"):
+        draw_eval_scene(strict, "long#0", joints, valid)
+
+
 def test_presets_and_bad_protocols():
     assert set(PROTOCOLS) >= {"standard", "far", "high"}
     assert PROTOCOLS["standard"].subject_distance_m == (3.0, 6.0)
