@@ -1137,6 +1137,8 @@ def anchor_to_ground(
     which keeps every observed pixel where it is, such that the frame's lowest foot joint
     ends at ``foot_height_m``; ``s_t`` is a running median, then mean, over ``width`` frames,
     so frames with both feet off the ground (jumps) borrow the scale of their neighbours.
+    Only seen foot joints count; frames where the camera sees no foot take the scale of the
+    nearest frames that have one (interpolated).
 
     Args:
         joints: ``(T, J, 3)`` metres, world (y-up, ground y = 0); NaN where not valid.
@@ -1158,7 +1160,8 @@ def anchor_to_ground(
     moved = np.where(seen[..., None], on_ray, joints)
     centre = np.asarray(camera.center, dtype=np.float64)
     feet = list(foot_joints)
-    foot_y = np.where(valid[:, feet], moved[:, feet, 1], np.inf)
+    # Only a foot the camera sees pins the distance: an unseen one is the model's guess.
+    foot_y = np.where(seen[:, feet], moved[:, feet, 1], np.inf)
     lowest = foot_y.min(axis=1)  # (T,)
     below_camera = centre[1] - lowest
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -654,6 +654,17 @@ def test_ground_anchor_restores_distance_along_the_observed_rays() -> None:
 
     assert np.abs(recovered - truth).max() > 0.3
     np.testing.assert_allclose(anchored, truth, atol=1e-6)
+    # Frames whose feet the camera does not see take their neighbours' scale, and an unseen
+    # foot recovered wrongly does not move its frame.
+    no_feet = keypoints.copy()
+    no_feet[40:52][:, feet, 2] = 0.0
+    wrong_foot = recovered.copy()
+    wrong_foot[40:52][:, feet, 1] -= 0.5
+    anchored = recovery.anchor_to_ground(
+        wrong_foot, valid, camera, no_feet, feet, foot_height, width=15
+    )
+    others = [j for j in range(truth.shape[1]) if j not in feet]
+    np.testing.assert_allclose(anchored[:, others], truth[:, others], atol=1e-6)
     # An unseen joint is not moved onto a ray, only scaled with its frame.
     hidden = keypoints.copy()
     hidden[:, 0, 2] = 0.0
