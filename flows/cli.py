@@ -475,13 +475,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sampler", default="ddim", choices=["ddim", "ddpm"], help="sampler (default ddim)"
     )
-    p.add_argument(
-        "--no-post-process",
-        action="store_true",
-        help="the method's output as is: skip the checkpoint's post-processing (the release "
-        "checkpoints move the body onto the observed rays with its feet on the ground, and "
-        "smooth it)",
-    )
+    _add_post_process_option(p)
     p.add_argument(
         "--input-noise",
         type=float,
@@ -611,13 +605,7 @@ def _add_recover(sub: argparse._SubParsersAction) -> None:
         "--steps", type=int, default=None, help="sampling steps (default: DDIM 10, DDPM 100)"
     )
     p.add_argument("--seed", type=int, default=42, help="seed of rigs and noise (default 42)")
-    p.add_argument(
-        "--no-post-process",
-        action="store_true",
-        help="the method's output as is: skip the checkpoint's post-processing (the release "
-        "checkpoints move the body onto the observed rays with its feet on the ground, and "
-        "smooth it)",
-    )
+    _add_post_process_option(p)
     p.add_argument("--fps", type=float, default=30.0, help="frame rate of JSON clips (default 30)")
     p.add_argument(
         "--body-model",
@@ -706,6 +694,17 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_evaluate,
     _add_recover,
 )
+
+
+def _add_post_process_option(p: argparse.ArgumentParser) -> None:
+    """``--no-post-process`` of ``recover`` and ``evaluate``."""
+    p.add_argument(
+        "--no-post-process",
+        action="store_true",
+        help="the method's output as is: skip the checkpoint's post-processing (the release "
+        "checkpoints move the body onto the observed rays with its feet on the ground, and "
+        "smooth it)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

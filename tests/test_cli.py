@@ -30,3 +30,10 @@ def test_each_subcommand_has_help(command, capsys):
 def test_no_subcommand_prints_help(capsys):
     assert main([]) == 2
     assert "SUBCOMMAND" in capsys.readouterr().out
+
+
+def test_recover_and_evaluate_can_turn_post_processing_off():
+    parser = build_parser()
+    for args in (["recover", "--input", "clips", "--output", "out"], ["evaluate", "--store", "s"]):
+        assert parser.parse_args(args).no_post_process is False
+        assert parser.parse_args([*args, "--no-post-process"]).no_post_process is True
