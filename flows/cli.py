@@ -328,7 +328,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--init",
         default=None,
         metavar="CHECKPOINT",
-        help="finetune-multiview: the pretrain-2d checkpoint to start from",
+        help=(
+            "finetune-multiview: the pretrain-2d checkpoint to start from, or a "
+            "finetune-multiview one to continue fine-tuning (fresh optimiser, step 0)"
+        ),
     )
     p.add_argument("--steps", type=int, default=None, help="train until this step")
     p.add_argument("--batch-size", type=int, default=None, help="samples per process and step")

@@ -116,6 +116,7 @@ __all__ = [
     "FOOT_KEYPOINT_HEIGHT_M",
     "METHODS",
     "MIN_DEPTH_M",
+    "PLANTED_FOOT_HEIGHT_M",
     "PROTOCOLS",
     "CaseScore",
     "EvalCase",
@@ -130,6 +131,7 @@ __all__ = [
     "ground_contact_baseline",
     "make_eval_case",
     "model_layout",
+    "planted_foot_heights",
     "protocol_json",
     "score_case",
     "simulate_detections",
@@ -151,6 +153,16 @@ MIN_DEPTH_M = 0.1
 #: the per-frame lowest foot joint): SMPL's foot (toe-base) joints 0.04 m, COCO's ankles
 #: 0.115 m. Cutting at y = 0 instead would put a COCO subject ~0.3 m too far at 4-5 m.
 FOOT_KEYPOINT_HEIGHT_M: dict[str, float] = {"smpl22": 0.04, "coco17_pelvis": 0.115}
+
+#: Height above the floor of each planted foot joint, per model joint set and joint name
+#: (metres; measured on the Bandai-Namco train splits as :data:`FOOT_KEYPOINT_HEIGHT_M`, per
+#: joint): an ankle stands higher than the toe base of the same planted foot. Recovery's
+#: ground anchor (:func:`mocap_core.recovery.anchor_to_ground`) pins every planted foot joint
+#: at its own height; a joint set or joint not listed takes :data:`FOOT_KEYPOINT_HEIGHT_M`.
+PLANTED_FOOT_HEIGHT_M: dict[str, dict[str, float]] = {
+    "smpl22": {"left_ankle": 0.115, "right_ankle": 0.115, "left_foot": 0.04, "right_foot": 0.04},
+    "coco17_pelvis": {"left_ankle": 0.115, "right_ankle": 0.115},
+}
 
 #: A frame's feet are on the ground when its lowest foot keypoint is at most this far above
 #: the height a planted foot keypoint has (:data:`FOOT_KEYPOINT_HEIGHT_M`), metres.
@@ -598,6 +610,15 @@ class EvalCase:
     def gt(self) -> np.ndarray:
         """``(T, J, 3)`` placed ground truth, model layout, NaN where not valid."""
         return self.scene.joints
+
+
+def planted_foot_heights(joint_set: JointSet) -> np.ndarray:
+    """``(F,) float64`` metres: the planted height of each of ``joint_set.foot_joints``
+    (:data:`PLANTED_FOOT_HEIGHT_M`, else :data:`FOOT_KEYPOINT_HEIGHT_M`, else 0)."""
+    default = FOOT_KEYPOINT_HEIGHT_M.get(joint_set.name, 0.0)
+    table = PLANTED_FOOT_HEIGHT_M.get(joint_set.name, {})
+    names = (joint_set.joint_names[j] for j in joint_set.foot_joints)
+    return np.array([table.get(name, default) for name in names], dtype=np.float64)
 
 
 def feet_on_ground(

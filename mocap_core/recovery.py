@@ -179,11 +179,16 @@ class RecoveryConfig(BaseModel):
             frame-to-frame depth jitter of the triangulation.
         ground_anchor_frames: 0 = off (the reference). Otherwise the recovered joints are
             moved onto the observed camera rays (keeping their camera depth) and the body is
-            scaled along those rays, per frame, so that its lowest foot joint stands at the
-            foot keypoint's height above the ground; the per-frame scale is a running median
-            and mean over this many frames (:func:`anchor_to_ground`). The model supplies
-            the pose and which foot is lowest, the known ground fixes the distance: a
-            post-processing step of this project, not of the reference.
+            scaled along those rays, per frame, so that its planted foot stands on the
+            ground (each foot joint at its own planted height,
+            :func:`mocap_core.evaluation.planted_foot_heights`); the per-frame scale is a
+            running median and mean over this many frames (:func:`anchor_to_ground`). The
+            model supplies the pose and which foot is planted, the known ground fixes the
+            distance: a post-processing step of this project, not of the reference.
+        ground_anchor_tolerance_m: the anchor's planted joints: every seen foot joint whose
+            height above its planted height is within this of the lowest one's (0: the
+            lowest joint alone); their scales are averaged, so a flat planted foot (ankle and
+            toe) or two planted feet pin the distance together.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -204,6 +209,7 @@ class RecoveryConfig(BaseModel):
     init_strength: float = Field(0.6, gt=0.0, le=1.0)
     smooth_frames: int = Field(0, ge=0)
     ground_anchor_frames: int = Field(0, ge=0)
+    ground_anchor_tolerance_m: float = Field(0.0, ge=0.0)
 
     @model_validator(mode="after")
     def _check(self) -> RecoveryConfig:
@@ -1061,16 +1067,17 @@ def _ground_anchor(
     """The clip's :func:`anchor_to_ground` step, or None when the config has it off."""
     if config.ground_anchor_frames < 1:
         return None
-    from mocap_core.evaluation import FOOT_KEYPOINT_HEIGHT_M
+    from mocap_core.evaluation import planted_foot_heights
 
     return functools.partial(
         anchor_to_ground,
         camera=clip.camera,
         keypoints=np.asarray(clip.keypoints, dtype=np.float64),
         foot_joints=joint_set.foot_joints,
-        foot_height_m=FOOT_KEYPOINT_HEIGHT_M.get(joint_set.name, 0.0),
+        foot_height_m=planted_foot_heights(joint_set),
         width=config.ground_anchor_frames,
         min_confidence=config.min_confidence,
+        contact_tolerance_m=config.ground_anchor_tolerance_m,
     )
 
 
@@ -1126,19 +1133,24 @@ def anchor_to_ground(
     camera: Camera,
     keypoints: np.ndarray,
     foot_joints: Sequence[int],
-    foot_height_m: float,
+    foot_height_m: float | Sequence[float],
     width: int,
     min_confidence: float = 0.0,
+    contact_tolerance_m: float = 0.0,
 ) -> np.ndarray:
-    """Put a recovered motion on the observed rays and its feet on the ground.
+    """Put a recovered motion on the observed rays and its planted foot on the ground.
 
     Each joint the camera sees is moved along the camera's depth axis onto its observed ray
     (its camera depth kept). Then each frame is scaled about the camera centre by ``s_t``,
-    which keeps every observed pixel where it is, such that the frame's lowest foot joint
-    ends at ``foot_height_m``; ``s_t`` is a running median, then mean, over ``width`` frames,
-    so frames with both feet off the ground (jumps) borrow the scale of their neighbours.
-    Only seen foot joints count; frames where the camera sees no foot take the scale of the
-    nearest frames that have one (interpolated).
+    which keeps every observed pixel where it is. A seen foot joint ``f`` at height ``y_f``
+    with planted height ``h_f`` would stand on the ground with the scale
+    ``(c_y - h_f) / (c_y - y_f)`` (``c_y`` the camera's height); the frame's planted joints
+    are those whose height above their planted height, ``y_f - h_f``, is within
+    ``contact_tolerance_m`` of the lowest one's, and ``s_t`` is the mean of their scales.
+    ``s_t`` is then a running median, then mean, over ``width`` frames, so frames with both
+    feet off the ground (jumps) borrow the scale of their neighbours. Only seen foot joints
+    count (an unseen one is the model's guess); frames where the camera sees no foot take
+    the scale of the nearest frames that have one (interpolated).
 
     Args:
         joints: ``(T, J, 3)`` metres, world (y-up, ground y = 0); NaN where not valid.
@@ -1146,33 +1158,43 @@ def anchor_to_ground(
         camera: the observing camera, centre above the ground.
         keypoints: ``(T, J, 3)`` observed pixels (distorted image) and confidence.
         foot_joints: indices of the joints that touch the ground.
-        foot_height_m: height of a planted foot joint above the ground, metres.
+        foot_height_m: height of a planted foot joint above the ground, metres: one for all,
+            or one per joint of ``foot_joints``.
         width: frames of the running median and mean, >= 1.
         min_confidence: keypoints with confidence ``<=`` this are not seen.
+        contact_tolerance_m: >= 0; 0 takes the lowest joint alone.
 
     Returns:
         ``(T, J, 3) float64`` metres, world; NaN where not valid.
     """
     joints = np.asarray(joints, dtype=np.float64)
+    feet = list(foot_joints)
+    heights = np.broadcast_to(np.asarray(foot_height_m, dtype=np.float64), (len(feet),))
+    if not contact_tolerance_m >= 0:
+        raise ValueError(f"contact_tolerance_m: expected a value >= 0, got {contact_tolerance_m}")
     seen = (keypoints[..., 2] > min_confidence) & valid
     _, depth = camera.project(np.nan_to_num(joints))
     on_ray = camera.unproject(np.asarray(keypoints[..., :2], dtype=np.float64), depth=depth)
     moved = np.where(seen[..., None], on_ray, joints)
     centre = np.asarray(camera.center, dtype=np.float64)
-    feet = list(foot_joints)
-    # Only a foot the camera sees pins the distance: an unseen one is the model's guess.
-    foot_y = np.where(seen[:, feet], moved[:, feet, 1], np.inf)
-    lowest = foot_y.min(axis=1)  # (T,)
-    below_camera = centre[1] - lowest
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scale = (centre[1] - foot_height_m) / below_camera
-    usable = np.isfinite(scale) & (below_camera > 0.05)
+    foot_y = moved[:, feet, 1]  # (T, F)
+    below_camera = centre[1] - foot_y
+    usable = seen[:, feet] & np.isfinite(foot_y) & (below_camera > 0.05)
     if not usable.any():
         return np.where(valid[..., None], moved, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        joint_scale = (centre[1] - heights) / below_camera  # (T, F)
+    above_planted = np.where(usable, foot_y - heights, np.inf)
+    lowest = above_planted.min(axis=1, keepdims=True)
+    planted = usable & (above_planted <= lowest + contact_tolerance_m)
+    count = planted.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.where(planted, joint_scale, 0.0).sum(axis=1) / count
+    has_scale = count > 0
     # A scale far from 1 means a broken frame, not a better distance.
     scale = np.clip(scale, 0.5, 2.0)
     frames = np.arange(len(scale))
-    scale = np.interp(frames, frames[usable], scale[usable])
+    scale = np.interp(frames, frames[has_scale], scale[has_scale])
     half = max(int(width), 1) // 2
     padded = np.pad(scale, half, mode="edge")
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)

@@ -12,7 +12,10 @@ samples (data seed ``seed + 1``) before the first step and trains a
 stage-1 checkpoint (``init_checkpoint``), builds
 :meth:`~mocap_core.models.MultiViewDenoiser.from_single_view` from it, and reuses its
 statistics, model config and scene config unchanged; the checkpoint's ``parent`` is the
-sha256 of that file.
+sha256 of that file. ``init_checkpoint`` may also be a ``finetune-multiview`` checkpoint
+(e.g. a release export, which has no optimiser state): its weights, statistics and
+configuration are taken as they are and training continues from step 0 with a fresh
+optimiser (typically at a lower ``lr``), unlike ``resume``, which needs ``last.pt``.
 
 **Determinism.** Step ``s`` trains on the indices ``StepBatchSampler(seed).batch(s)``, and a
 sample is a pure function of ``(seed, index)`` (``data_catalog.training_dataset``). Before
@@ -225,7 +228,9 @@ class TrainConfig(BaseModel):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     stats_samples: int = Field(ge=1, description="samples the stage-1 statistics are fitted on")
-    init_checkpoint: str | None = Field(None, description="stage 2: the stage-1 checkpoint")
+    init_checkpoint: str | None = Field(
+        None, description="stage 2: the stage-1 checkpoint (or a stage-2 one to continue)"
+    )
     time_budget_s: float | None = Field(
         None, gt=0, description="stop (with a checkpoint) after this much training time"
     )
@@ -561,11 +566,8 @@ def plan_run(config: TrainConfig, resume: bool) -> _Plan:
             raise TrainingConfigError(f"stage-1 checkpoint not found: {init_path}") from error
         except CheckpointError as error:
             raise TrainingConfigError(f"unusable stage-1 checkpoint: {error}") from error
-        if init_payload["stage"] != STAGE_PRETRAIN:
-            raise TrainingConfigError(
-                f"{init_path} is a {init_payload['stage']} checkpoint; stage "
-                "finetune-multiview starts from a pretrain-2d checkpoint"
-            )
+        # Either stage: a pretrain-2d checkpoint starts stage 2, a finetune-multiview one
+        # continues it (load_checkpoint has refused any other stage).
         init_joint_set = init_payload["model_config"].get("joint_set")
         if init_joint_set != config.joint_set:
             raise TrainingConfigError(
@@ -863,7 +865,14 @@ def _train(
         model = MultiViewDenoiser(plan.model_config)
     else:
         assert plan.init_payload is not None
-        model = MultiViewDenoiser.from_single_view(plan.init_payload["model"], plan.model_config)
+        if plan.init_payload["stage"] == STAGE_MULTIVIEW:
+            # Continued fine-tuning: the weights as they are, a fresh optimiser and step 0.
+            model = MultiViewDenoiser(plan.model_config)
+            model.load_state_dict(plan.init_payload["model"])
+        else:
+            model = MultiViewDenoiser.from_single_view(
+                plan.init_payload["model"], plan.model_config
+            )
     if resume_payload is not None:
         model.load_state_dict(resume_payload["model"])
     model.to(device)

@@ -28,6 +28,7 @@ from mocap_core.cameras import (
     transform_points,
 )
 from mocap_core.diffusion import DDIMScheduler
+from mocap_core.evaluation import planted_foot_heights
 from mocap_core.joint_sets import SMPL22
 from mocap_core.model_config import ModelConfig
 from mocap_core.models import MultiViewDenoiser, PointmapEncoder
@@ -673,3 +674,43 @@ def test_ground_anchor_restores_distance_along_the_observed_rays() -> None:
         recovered[:, 0] - centre, axis=-1
     )
     np.testing.assert_allclose(ratio, 1 / 1.12, rtol=1e-3)
+
+
+def test_ground_anchor_pins_every_planted_joint_at_its_own_height() -> None:
+    """Ankles and toes of two planted feet, each at its own planted height: exact when the
+    recovered pose is right; with one toe recovered too deep, taking the lowest joint alone
+    follows that toe, averaging the joints within the tolerance mostly does not."""
+    heights = planted_foot_heights(SMPL22)  # ankles 0.115 m, toe bases 0.04 m
+    feet = list(SMPL22.foot_joints)
+    truth = walk_smpl22(40, seed=5, start_xz=(0.0, -4.5), heading_deg=90.0)
+    truth[:, feet, 1] = heights  # both feet flat on the ground
+    camera = camera_from_height_pitch_roll(
+        1.6, 12.0, 0.0, intrinsics_from_fov(WIDTH, HEIGHT, 60.0), WIDTH, HEIGHT
+    )
+    pixels, _ = camera.project(truth)
+    keypoints = np.concatenate([pixels, np.ones(truth.shape[:2] + (1,))], axis=-1)
+    centre = camera.center
+    recovered = centre + 1.1 * (truth - centre)
+    valid = np.ones(truth.shape[:2], bool)
+
+    exact = recovery.anchor_to_ground(
+        recovered, valid, camera, keypoints, feet, heights, width=9, contact_tolerance_m=0.04
+    )
+    np.testing.assert_allclose(exact, truth, atol=1e-6)
+
+    toe = SMPL22.joint_names.index("left_foot")
+    wrong_toe = recovered.copy()
+    wrong_toe[:, toe] = centre + 1.02 * (wrong_toe[:, toe] - centre)  # ~3 cm low on its ray
+    lowest = recovery.anchor_to_ground(wrong_toe, valid, camera, keypoints, feet, heights, 9)
+    averaged = recovery.anchor_to_ground(
+        wrong_toe, valid, camera, keypoints, feet, heights, 9, contact_tolerance_m=0.04
+    )
+    pelvis_error = [
+        np.linalg.norm(a[:, 0] - truth[:, 0], axis=-1).mean() for a in (lowest, averaged)
+    ]
+    assert pelvis_error[0] > 0.06  # ~2 % of 4.5 m
+    assert pelvis_error[1] < 0.5 * pelvis_error[0]
+    with pytest.raises(ValueError, match="contact_tolerance_m"):
+        recovery.anchor_to_ground(
+            recovered, valid, camera, keypoints, feet, heights, 9, contact_tolerance_m=-1.0
+        )

@@ -729,6 +729,7 @@ def test_params_hash_covers_what_changes_the_motion() -> None:
             {"init": "ground_contact"},
             {"smooth_frames": 5},
             {"ground_anchor_frames": 9},
+            {"ground_anchor_frames": 9, "ground_anchor_tolerance_m": 0.04},
         )
     ]
     changed += [
