@@ -1127,6 +1127,29 @@ class _ClipAccumulator:
         return RecoveredMotion(joints, valid, self.num_windows, self.view_pixels)
 
 
+def _follow_seen_joints(
+    joints: np.ndarray, moved: np.ndarray, seen: np.ndarray, valid: np.ndarray
+) -> np.ndarray:
+    """Move each unseen joint by the mean move of its frame's seen joints.
+
+    ``joints`` and ``moved`` ``(T, J, 3)``: before and after the seen joints went onto their
+    rays. Without this an unseen joint (beyond the image edge, say) would stay where the
+    model put it while the rest of the body moves, tearing the pose apart. Frames with no
+    seen joint take the move interpolated in time from the frames that have one.
+    """
+    count = seen.sum(axis=1)  # (T,)
+    if not count.any():
+        return moved
+    shift = (
+        np.where(seen[..., None], moved - joints, 0.0).sum(axis=1) / np.maximum(count, 1)[:, None]
+    )
+    frames = np.arange(len(joints))
+    has = count > 0
+    shift = np.stack([np.interp(frames, frames[has], shift[has, k]) for k in range(3)], axis=1)
+    follows = valid & ~seen
+    return np.where(follows[..., None], joints + shift[:, None, :], moved)
+
+
 def anchor_to_ground(
     joints: np.ndarray,
     valid: np.ndarray,
@@ -1141,7 +1164,9 @@ def anchor_to_ground(
     """Put a recovered motion on the observed rays and its planted foot on the ground.
 
     Each joint the camera sees is moved along the camera's depth axis onto its observed ray
-    (its camera depth kept). Then each frame is scaled about the camera centre by ``s_t``,
+    (its camera depth kept); each joint it does not see moves with them, by the mean move of
+    its frame's seen joints (interpolated in time over frames where nothing is seen), so the
+    model's pose stays whole. Then each frame is scaled about the camera centre by ``s_t``,
     which keeps every observed pixel where it is. A seen foot joint ``f`` at height ``y_f``
     with planted height ``h_f`` would stand on the ground with the scale
     ``(c_y - h_f) / (c_y - y_f)`` (``c_y`` the camera's height); the frame's planted joints
@@ -1175,7 +1200,7 @@ def anchor_to_ground(
     seen = (keypoints[..., 2] > min_confidence) & valid
     _, depth = camera.project(np.nan_to_num(joints))
     on_ray = camera.unproject(np.asarray(keypoints[..., :2], dtype=np.float64), depth=depth)
-    moved = np.where(seen[..., None], on_ray, joints)
+    moved = _follow_seen_joints(joints, np.where(seen[..., None], on_ray, joints), seen, valid)
     centre = np.asarray(camera.center, dtype=np.float64)
     foot_y = moved[:, feet, 1]  # (T, F)
     below_camera = centre[1] - foot_y
