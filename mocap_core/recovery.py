@@ -68,10 +68,9 @@ Conventions:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -117,6 +116,7 @@ __all__ = [
     "ground_contact_position",
     "iter_recover_clips",
     "plan_windows",
+    "post_process",
     "prepare_scene",
     "recover_clips",
     "recover_sequence",
@@ -1061,24 +1061,46 @@ def validate_clip(clip: ClipInput, num_joints: int) -> None:
     _check_keypoints(clip.keypoints, num_joints)
 
 
-def _ground_anchor(
-    config: RecoveryConfig, clip: ClipInput, joint_set: JointSet
-) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
-    """The clip's :func:`anchor_to_ground` step, or None when the config has it off."""
-    if config.ground_anchor_frames < 1:
-        return None
-    from mocap_core.evaluation import planted_foot_heights
+def post_process(
+    joints: np.ndarray,
+    valid: np.ndarray,
+    clip: ClipInput,
+    config: RecoveryConfig,
+    joint_set: JointSet,
+) -> np.ndarray:
+    """The steps this project adds after the method's sampling loop, as ``config`` sets
+    them: the ground anchor (:func:`anchor_to_ground`, when ``ground_anchor_frames >= 1``),
+    then temporal smoothing (:func:`smooth_trajectories`, when ``smooth_frames > 1``).
 
-    return functools.partial(
-        anchor_to_ground,
-        camera=clip.camera,
-        keypoints=np.asarray(clip.keypoints, dtype=np.float64),
-        foot_joints=joint_set.foot_joints,
-        foot_height_m=planted_foot_heights(joint_set),
-        width=config.ground_anchor_frames,
-        min_confidence=config.min_confidence,
-        contact_tolerance_m=config.ground_anchor_tolerance_m,
-    )
+    Args:
+        joints: ``(T, J, 3)`` metres, the clip camera's world, the method's final
+            triangulation (NaN where not valid).
+        valid: ``(T, J) bool``.
+        clip: the clip (its camera and observed keypoints).
+        config: the recovery settings.
+        joint_set: the model's joint set (foot joints and their planted heights).
+
+    Returns:
+        ``(T, J, 3) float64`` metres; NaN where not valid.
+    """
+    joints = np.asarray(joints, dtype=np.float64)
+    if config.ground_anchor_frames >= 1:
+        from mocap_core.evaluation import planted_foot_heights
+
+        joints = anchor_to_ground(
+            joints,
+            valid,
+            camera=clip.camera,
+            keypoints=np.asarray(clip.keypoints, dtype=np.float64),
+            foot_joints=joint_set.foot_joints,
+            foot_height_m=planted_foot_heights(joint_set),
+            width=config.ground_anchor_frames,
+            min_confidence=config.min_confidence,
+            contact_tolerance_m=config.ground_anchor_tolerance_m,
+        )
+    if config.smooth_frames > 1:
+        joints = smooth_trajectories(joints, valid, config.smooth_frames)
+    return joints
 
 
 @dataclass
@@ -1112,18 +1134,13 @@ class _ClipAccumulator:
         )
 
     def result(
-        self,
-        smooth_frames: int = 0,
-        anchor: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+        self, clip: ClipInput, config: RecoveryConfig, joint_set: JointSet
     ) -> RecoveredMotion:
         valid = self.weight > 0
         with np.errstate(invalid="ignore", divide="ignore"):
             joints = self.total / self.weight[..., None]
         joints[~valid] = np.nan
-        if anchor is not None:
-            joints = anchor(joints, valid)
-        if smooth_frames > 1:
-            joints = smooth_trajectories(joints, valid, smooth_frames)
+        joints = post_process(joints, valid, clip, config, joint_set)
         return RecoveredMotion(joints, valid, self.num_windows, self.view_pixels)
 
 
@@ -1397,10 +1414,7 @@ def iter_recover_clips(
                 break
             yield (
                 next_to_yield,
-                acc.result(
-                    config.smooth_frames,
-                    anchor=_ground_anchor(config, clips[next_to_yield], joint_set),
-                ),
+                acc.result(clips[next_to_yield], config, joint_set),
             )
             del accumulators[next_to_yield]
             next_to_yield += 1

@@ -60,6 +60,7 @@ from mocap_core.evaluation import (
     FOOT_KEYPOINT_HEIGHT_M,
     METHODS,
     CaseScore,
+    EvalCase,
     EvalProtocol,
     get_protocol,
     ground_contact_baseline,
@@ -82,6 +83,7 @@ __all__ = [
     "assemble_result",
     "compare_settings",
     "default_recovery_config",
+    "draw_cases",
     "evaluate_batch",
     "evaluate_batch_fn",
     "evaluate_checkpoint",
@@ -448,24 +450,17 @@ def _strip_traces(score: CaseScore) -> CaseScore:
     return replace(score, abs_error_mm={}, gt_root=np.zeros((0, 3)), roots={})
 
 
-def evaluate_batch_fn(
-    plan: EvalPlan, sequence_ids: Sequence[str], keep_traces: Iterable[str] = ()
-) -> BatchResult:
-    """Evaluate a batch of sequences: draw the cases, recover them with the model (one
-    :func:`~mocap_core.recovery.recover_clips` call), run both baselines, score all three.
-
-    Args:
-        plan: the run's plan.
-        sequence_ids: the batch, sequence ids of the plan's store.
-        keep_traces: ids whose per-frame errors and root trajectories are kept (plots).
+def draw_cases(
+    plan: EvalPlan, sequence_ids: Sequence[str]
+) -> tuple[list[EvalCase], list[dict[str, str]]]:
+    """Read the sequences from the plan's store and draw their cases (scene and simulated
+    2D input, :func:`mocap_core.evaluation.make_eval_case`).
 
     Returns:
-        :class:`BatchResult`.
+        ``(cases, skipped)``: the cases in ``sequence_ids`` order and, for each sequence that
+        has none, ``{"sequence_id", "reason"}``.
     """
-    keep = set(keep_traces)
     store = open_store(plan.store_url, version=plan.store_version)
-    model, stats, scene_config = _load_model(plan.checkpoint, plan.checkpoint_sha256, plan.device)
-    joint_set = get_joint_set(plan.model_joint_set)
     cases, skipped = [], []
     for sid in sequence_ids:
         joints = store.joints(plan.store_joint_set, sid)
@@ -487,6 +482,27 @@ def evaluate_batch_fn(
             )
         except ValueError as error:
             skipped.append({"sequence_id": sid, "reason": str(error)})
+    return cases, skipped
+
+
+def evaluate_batch_fn(
+    plan: EvalPlan, sequence_ids: Sequence[str], keep_traces: Iterable[str] = ()
+) -> BatchResult:
+    """Evaluate a batch of sequences: draw the cases, recover them with the model (one
+    :func:`~mocap_core.recovery.recover_clips` call), run both baselines, score all three.
+
+    Args:
+        plan: the run's plan.
+        sequence_ids: the batch, sequence ids of the plan's store.
+        keep_traces: ids whose per-frame errors and root trajectories are kept (plots).
+
+    Returns:
+        :class:`BatchResult`.
+    """
+    keep = set(keep_traces)
+    model, stats, scene_config = _load_model(plan.checkpoint, plan.checkpoint_sha256, plan.device)
+    joint_set = get_joint_set(plan.model_joint_set)
+    cases, skipped = draw_cases(plan, sequence_ids)
     if not cases:
         return BatchResult([], skipped)
     with torch.no_grad():
