@@ -25,8 +25,8 @@ from data_catalog.checkpoints import build_model, load_checkpoint
 from mocap_core import metrics
 from mocap_core.evaluation import FOOT_KEYPOINT_HEIGHT_M, ground_contact_baseline, score_case
 from mocap_core.joint_sets import get_joint_set
-from mocap_core.recovery import ClipInput, post_process, recover_clips
-from tasks.evaluate import draw_cases, plan_evaluation
+from mocap_core.recovery import ClipInput, post_process
+from tasks.evaluate import draw_cases, plan_evaluation, recover_cases
 
 #: Post-processing settings compared (the first is the method's own output).
 SETTINGS: tuple[dict, ...] = (
@@ -53,16 +53,7 @@ def recover_raw(plan, model, stats, scene_config, batch: int = 32):
     out = []
     for start in range(0, len(cases), batch):
         chunk = cases[start : start + batch]
-        with torch.no_grad():
-            motions = recover_clips(
-                model,
-                stats["local"],
-                stats["global"],
-                [ClipInput(c.camera, c.keypoints, key=c.sequence_id) for c in chunk],
-                plan.recovery,
-                scene_config.rig,
-                scene_config.pointmap_max_range_m,
-            )
+        motions = recover_cases(plan.recovery, chunk, model, stats, scene_config)
         out += [(c, m.joints, m.valid) for c, m in zip(chunk, motions, strict=True)]
     return out
 

@@ -69,7 +69,7 @@ from mocap_core.evaluation import (
     triangulation_upper_bound,
 )
 from mocap_core.joint_sets import get_joint_set
-from mocap_core.recovery import ClipInput, RecoveryConfig, recover_clips
+from mocap_core.recovery import ClipInput, RecoveredMotion, RecoveryConfig, recover_clips
 from tasks.retry import IO_RETRIES
 
 __all__ = [
@@ -84,6 +84,7 @@ __all__ = [
     "compare_settings",
     "default_recovery_config",
     "draw_cases",
+    "recover_cases",
     "evaluate_batch",
     "evaluate_batch_fn",
     "evaluate_checkpoint",
@@ -485,6 +486,24 @@ def draw_cases(
     return cases, skipped
 
 
+def recover_cases(
+    config: RecoveryConfig, cases: Sequence[EvalCase], model: Any, stats: Any, scene_config: Any
+) -> list[RecoveredMotion]:
+    """The model's recovery of ``cases`` (one :func:`~mocap_core.recovery.recover_clips`
+    call; ``model, stats, scene_config`` as :func:`data_catalog.checkpoints.build_model`
+    returns them)."""
+    with torch.no_grad():
+        return recover_clips(
+            model,
+            stats["local"],
+            stats["global"],
+            [ClipInput(c.camera, c.keypoints, key=c.sequence_id) for c in cases],
+            config,
+            scene_config.rig,
+            scene_config.pointmap_max_range_m,
+        )
+
+
 def evaluate_batch_fn(
     plan: EvalPlan, sequence_ids: Sequence[str], keep_traces: Iterable[str] = ()
 ) -> BatchResult:
@@ -505,16 +524,7 @@ def evaluate_batch_fn(
     cases, skipped = draw_cases(plan, sequence_ids)
     if not cases:
         return BatchResult([], skipped)
-    with torch.no_grad():
-        motions = recover_clips(
-            model,
-            stats["local"],
-            stats["global"],
-            [ClipInput(c.camera, c.keypoints, key=c.sequence_id) for c in cases],
-            plan.recovery,
-            scene_config.rig,
-            scene_config.pointmap_max_range_m,
-        )
+    motions = recover_cases(plan.recovery, cases, model, stats, scene_config)
     scores = []
     for case, motion in zip(cases, motions, strict=True):
         predictions = {
