@@ -714,3 +714,36 @@ def test_ground_anchor_pins_every_planted_joint_at_its_own_height() -> None:
         recovery.anchor_to_ground(
             recovered, valid, camera, keypoints, feet, heights, 9, contact_tolerance_m=-1.0
         )
+
+
+def test_post_process_applies_the_configured_steps_in_order() -> None:
+    truth = walk_smpl22(30, seed=2, start_xz=(0.0, -4.5), heading_deg=30.0)
+    camera = camera_from_height_pitch_roll(
+        1.6, 12.0, 0.0, intrinsics_from_fov(WIDTH, HEIGHT, 60.0), WIDTH, HEIGHT
+    )
+    pixels, _ = camera.project(truth)
+    keypoints = np.concatenate([pixels, np.ones(truth.shape[:2] + (1,))], axis=-1)
+    clip = recovery.ClipInput(camera, keypoints, key="c")
+    recovered = camera.center + 1.1 * (truth - camera.center)
+    valid = np.ones(truth.shape[:2], bool)
+    off = RecoveryConfig(window=30)
+    np.testing.assert_array_equal(
+        recovery.post_process(recovered, valid, clip, off, SMPL22), recovered
+    )
+    on = off.model_copy(
+        update={"ground_anchor_frames": 9, "ground_anchor_tolerance_m": 0.04, "smooth_frames": 3}
+    )
+    anchored = recovery.anchor_to_ground(
+        recovered,
+        valid,
+        camera,
+        keypoints,
+        SMPL22.foot_joints,
+        planted_foot_heights(SMPL22),
+        9,
+        contact_tolerance_m=0.04,
+    )
+    np.testing.assert_allclose(
+        recovery.post_process(recovered, valid, clip, on, SMPL22),
+        smooth_trajectories(anchored, valid, 3),
+    )
