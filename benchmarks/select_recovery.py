@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import torch
 
@@ -66,6 +67,9 @@ def main() -> None:
     parser.add_argument("--cameras", default="in-view", help="evaluation protocol")
     parser.add_argument("--max-sequences", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--num-samples", type=int, default=1, help="diffusion samples averaged per window"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     payload = load_checkpoint(args.checkpoint)
@@ -79,6 +83,9 @@ def main() -> None:
             store, args.split, args.checkpoint, args.cameras, None,
             max_sequences=args.max_sequences, post_process=False,
         )  # fmt: skip
+        plan = replace(
+            plan, recovery=plan.recovery.model_copy(update={"num_samples": args.num_samples})
+        )
         joint_set = get_joint_set(plan.model_joint_set)
         for case, joints, valid in recover_raw(plan, model, stats, scene_config):
             clip = ClipInput(case.camera, case.keypoints, key=case.sequence_id)

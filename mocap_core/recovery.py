@@ -185,6 +185,11 @@ class RecoveryConfig(BaseModel):
             running median and mean over this many frames (:func:`anchor_to_ground`). The
             model supplies the pose and which foot is planted, the known ground fixes the
             distance: a post-processing step of this project, not of the reference.
+        num_samples: diffusion samples drawn per window, each with its own rig and noise
+            (:func:`window_seed` with the sample index); their final triangulations are
+            averaged (the sample mean, an estimate of the posterior mean, with less error
+            than one sample) before any post-processing. Costs ``num_samples`` times the
+            sampling; 1 = the reference's single sample.
         ground_anchor_tolerance_m: the anchor's planted joints: every seen foot joint whose
             height above its planted height is within this of the lowest one's (0: the
             lowest joint alone); their scales are averaged, so a flat planted foot (ankle and
@@ -210,6 +215,7 @@ class RecoveryConfig(BaseModel):
     smooth_frames: int = Field(0, ge=0)
     ground_anchor_frames: int = Field(0, ge=0)
     ground_anchor_tolerance_m: float = Field(0.0, ge=0.0)
+    num_samples: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> RecoveryConfig:
@@ -420,13 +426,17 @@ def blend_weights(length: int, overlap_before: int, overlap_after: int) -> np.nd
     return weights
 
 
-def window_seed(seed: int, clip_key: str, window_index: int) -> int:
-    """63-bit seed of one window's rig and noise, from ``(seed, clip key, window index)``.
+def window_seed(seed: int, clip_key: str, window_index: int, sample: int = 0) -> int:
+    """63-bit seed of one window's rig and noise, from ``(seed, clip key, window index)``
+    and, for the further samples of ``RecoveryConfig.num_samples``, the sample index.
 
     A hash, so neighbouring seeds or keys give unrelated streams and the seed does not depend
-    on the batch or on the other clips.
+    on the batch or on the other clips. Sample 0 is the single-sample seed.
     """
-    text = f"{int(seed)}\x00{clip_key}\x00{int(window_index)}".encode()
+    text = f"{int(seed)}\x00{clip_key}\x00{int(window_index)}"
+    if sample:
+        text += f"\x00sample{int(sample)}"
+    text = text.encode()
     digest = hashlib.blake2b(text, digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
@@ -1116,14 +1126,20 @@ class _ClipAccumulator:
 
     @classmethod
     def empty(
-        cls, num_frames: int, num_joints: int, num_windows: int, num_views: int | None
+        cls,
+        num_frames: int,
+        num_joints: int,
+        num_windows: int,
+        num_views: int | None,
+        num_samples: int = 1,
     ) -> _ClipAccumulator:
-        """Zero sums; ``num_views`` given = also keep the views' pixels."""
+        """Zero sums awaiting ``num_windows * num_samples`` windows; ``num_views`` given =
+        also keep the views' pixels (of the first sample that covers a frame best)."""
         keep = num_views is not None
         return cls(
             total=np.zeros((num_frames, num_joints, 3)),
             weight=np.zeros((num_frames, num_joints)),
-            remaining=num_windows,
+            remaining=num_windows * num_samples,
             num_windows=num_windows,
             best_weight=np.zeros(num_frames) if keep else None,
             view_pixels=(
@@ -1326,10 +1342,12 @@ def iter_recover_clips(
     num_views = rig_config.num_views
 
     plans = [plan_windows(len(clip.keypoints), config.window, overlap) for clip in clips]
+    # Samples of a window are neighbours in the task list, so a clip's windows stay together.
     tasks = [
-        (clip_index, window_index)
+        (clip_index, window_index, sample)
         for clip_index, plan in enumerate(plans)
         for window_index in range(len(plan))
+        for sample in range(config.num_samples)
     ]
     accumulators: dict[int, _ClipAccumulator] = {}
     next_to_yield = 0
@@ -1337,11 +1355,11 @@ def iter_recover_clips(
     for batch_start in range(0, len(tasks), config.batch_windows):
         batch = tasks[batch_start : batch_start + config.batch_windows]
         scenes, seeds = [], []
-        for clip_index, window_index in batch:
+        for clip_index, window_index, sample in batch:
             clip = clips[clip_index]
             start, stop = plans[clip_index][window_index]
             key = str(clip_index) if clip.key is None else clip.key
-            seed = window_seed(config.seed, key, window_index)
+            seed = window_seed(config.seed, key, window_index, sample)
             scenes.append(
                 prepare_scene(
                     clip.camera,
@@ -1355,7 +1373,7 @@ def iter_recover_clips(
                 )
             )
             seeds.append(seed)
-        num_frames = max(stop - start for start, stop in (plans[c][w] for c, w in batch))
+        num_frames = max(stop - start for start, stop in (plans[c][w] for c, w, _ in batch))
         obs_pixels, obs_conf, lengths = scene_observations(scenes, num_frames)
         rig = RigBatch.from_scenes(scenes, device, model_dtype)
         generators = [torch.Generator(device).manual_seed(s) for s in seeds]
@@ -1378,7 +1396,7 @@ def iter_recover_clips(
             else None
         )
 
-        for row, (clip_index, window_index) in enumerate(batch):
+        for row, (clip_index, window_index, _) in enumerate(batch):
             plan = plans[clip_index]
             if clip_index not in accumulators:
                 accumulators[clip_index] = _ClipAccumulator.empty(
@@ -1386,6 +1404,7 @@ def iter_recover_clips(
                     joint_set.num_joints,
                     len(plan),
                     num_views if config.keep_view_pixels else None,
+                    config.num_samples,
                 )
             acc = accumulators[clip_index]
             start, stop = plan[window_index]

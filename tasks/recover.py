@@ -277,6 +277,7 @@ def recovery_params_hash(
         "init_strength": config.init_strength if config.init != "noise" else None,
         "smooth_frames": config.smooth_frames if config.smooth_frames > 1 else 0,
         "ground_anchor_frames": config.ground_anchor_frames,
+        "num_samples": config.num_samples,
         "ground_anchor_tolerance_m": (
             config.ground_anchor_tolerance_m if config.ground_anchor_frames > 0 else 0.0
         ),

@@ -491,6 +491,25 @@ def test_random_model_result_does_not_depend_on_batching(tiny_model) -> None:
     np.testing.assert_allclose(together[0].joints, alone[0].joints, atol=1e-4)
 
 
+def test_several_samples_average_their_triangulations(tiny_model, monkeypatch) -> None:
+    """num_samples=2 is the mean of sample 0 (the single-sample result) and sample 1 (its own
+    rig and noise seeds), both blended over the windows."""
+    model, stats = tiny_model
+    clips = tiny_clips()
+    config = RecoveryConfig(window=40, overlap=10, steps=3, batch_windows=3)
+    single = recover_clips(model, stats, stats, clips, config)
+    both = recover_clips(model, stats, stats, clips, config.model_copy(update={"num_samples": 2}))
+    seed_of = recovery.window_seed
+    monkeypatch.setattr(
+        recovery, "window_seed", lambda seed, key, index, sample=0: seed_of(seed, key, index, 1)
+    )
+    second = recover_clips(model, stats, stats, clips, config)
+    for a, b, mean in zip(single, second, both, strict=True):
+        assert not np.allclose(a.joints, b.joints)
+        np.testing.assert_allclose(mean.joints, (a.joints + b.joints) / 2, atol=1e-4)
+        assert mean.num_windows == a.num_windows
+
+
 def test_bad_inputs_raise_clear_errors(tiny_model) -> None:
     model, stats = tiny_model
     camera, _ = user_camera()
@@ -553,6 +572,9 @@ def test_window_seed_is_stable_and_distinct() -> None:
     assert window_seed(42, "a", 0) == window_seed(42, "a", 0)
     seeds = {window_seed(s, k, w) for s in (1, 2) for k in ("a", "b") for w in range(3)}
     assert len(seeds) == 12 and all(0 <= s < 2**63 for s in seeds)
+    # Further samples of a window draw other streams; sample 0 is the single-sample seed.
+    assert window_seed(42, "a", 0, sample=0) == window_seed(42, "a", 0)
+    assert len({window_seed(42, "a", 0, sample=k) for k in range(4)} | seeds) == 16
 
 
 # ---------------------------------------------------------------------------------------------

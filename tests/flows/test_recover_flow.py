@@ -730,6 +730,7 @@ def test_params_hash_covers_what_changes_the_motion() -> None:
             {"smooth_frames": 5},
             {"ground_anchor_frames": 9},
             {"ground_anchor_frames": 9, "ground_anchor_tolerance_m": 0.04},
+            {"num_samples": 2},
         )
     ]
     changed += [
