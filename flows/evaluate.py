@@ -124,6 +124,7 @@ def evaluate(
     output_dir: str | None = None,
     seed: int = DEFAULT_SEED,
     post_process: bool = True,
+    samples: int | None = None,
     device: str = "auto",
     batch_sequences: int = DEFAULT_BATCH_SEQUENCES,
     plot_sequences: int = DEFAULT_PLOT_SEQUENCES,
@@ -142,6 +143,7 @@ def evaluate(
         sampler, steps, seed: recovery sampling (DDIM 10 steps, seed 42 by default).
         post_process: keep the checkpoint's post-processing (ground anchor, smoothing);
             False evaluates the method's output as is.
+        samples: diffusion samples averaged per window; None = the checkpoint's setting.
         input_noise_px: std of the Gaussian pixel noise of the simulated detector.
         drop_rate: probability that the detector misses a joint.
         max_sequences: only the first N sequences of the split.
@@ -171,6 +173,7 @@ def evaluate(
         steps=steps,
         seed=seed,
         post_process=post_process,
+        num_samples=samples,
         device=device,
         output_dir=output_dir,
     )

@@ -171,6 +171,7 @@ def plan_recovery(
     checkpoint: str | None = None,
     steps: int | None = None,
     sampler: str = "ddim",
+    samples: int | None = None,
     body_model: str | None = None,
     bvh: bool = False,
     previews: bool = True,
@@ -197,6 +198,7 @@ def plan_recovery(
     """
     for name, value in (
         ("steps", steps),
+        ("samples", samples),
         ("batch_size", batch_size),
         ("workers", workers),
         ("torch_threads", torch_threads),
@@ -272,7 +274,9 @@ def plan_recovery(
     elif archive_dir.exists() and not archive_dir.is_dir():
         raise ValueError(f"--output {output} is a file, not an archive folder")
     overrides = {} if post_process else METHOD_ONLY_RECOVERY
-    config = recovery_config(payload, sampler=sampler, steps=steps, seed=seed, **overrides)
+    config = recovery_config(
+        payload, sampler=sampler, steps=steps, seed=seed, num_samples=samples, **overrides
+    )
 
     from data_catalog.checkpoints import checkpoint_sha256
 
@@ -347,6 +351,7 @@ def recover_archive(
     checkpoint: str | None = None,
     steps: int | None = None,
     sampler: str = "ddim",
+    samples: int | None = None,
     body_model: str | None = None,
     bvh: bool = False,
     previews: bool = True,
@@ -370,6 +375,8 @@ def recover_archive(
             the clips' joint set.
         steps, sampler, seed: sampling: DDIM (default, 10 steps) or DDPM (the reference's
             sampler, 100 steps); ``steps`` None takes the sampler's default.
+        samples: diffusion samples averaged per window (``RecoveryConfig.num_samples``);
+            None takes the checkpoint's setting (1 when it has none).
         post_process: apply the checkpoint's post-processing settings (the release
             checkpoints anchor the body to the observed rays and the ground, and smooth it);
             False gives the method's final triangulation as is.
@@ -396,6 +403,7 @@ def recover_archive(
         checkpoint=checkpoint,
         steps=steps,
         sampler=sampler,
+        samples=samples,
         body_model=body_model,
         bvh=bvh,
         previews=previews,

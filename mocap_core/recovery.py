@@ -54,7 +54,8 @@ Conventions:
   hips' mid-point when both are seen, else from the mean of the visible joints, else
   interpolated in time; it is never used as an observation for the triangulation.
 - Randomness: window ``i`` of a clip with key ``k`` draws its rig and its noise from
-  :func:`window_seed` ``(config.seed, k, i)``, so a clip's result does not depend on the
+  :func:`window_seed` ``(config.seed, k, i)`` (sample ``s > 0`` of ``config.num_samples``:
+  ``(config.seed, k, i, s)``), so a clip's result does not depend on the
   other clips or on how windows are batched (up to float rounding of batched matmuls).
 - Memory: windows are processed ``config.batch_windows`` at a time and accumulated into
   per-clip output arrays, so memory is flat in the sequence length (measured with the tiny

@@ -247,6 +247,8 @@ def _settings_suffix(
         parts.append(f"{recovery.sampler}{recovery.steps}")
     if recovery.seed != DEFAULT_SEED:
         parts.append(f"seed{recovery.seed}")
+    if recovery.num_samples != 1:
+        parts.append(f"samples{recovery.num_samples}")
     if max_sequences is not None:
         parts.append(f"first{max_sequences}")
     return "".join(f"-{p}" for p in parts)
@@ -267,6 +269,7 @@ def plan_evaluation(
     steps: int = DEFAULT_STEPS,
     seed: int = DEFAULT_SEED,
     post_process: bool = True,
+    num_samples: int | None = None,
     device: str = "auto",
     output_dir: str | None = None,
 ) -> EvalPlan:
@@ -289,6 +292,8 @@ def plan_evaluation(
             (ground anchor, smoothing); False = the method's output as is
             (:data:`~data_catalog.checkpoints.METHOD_ONLY_RECOVERY`, report folder suffix
             ``-method-only``).
+        num_samples: with ``recovery`` None, diffusion samples averaged per window; None =
+            the checkpoint's setting.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
         output_dir: report folder; default
             ``WORK/eval/<store>-<split>-<sha256[:8]>-<protocol>`` (plus the settings that
@@ -363,7 +368,8 @@ def plan_evaluation(
         )
 
     if recovery is None:
-        overrides = {} if post_process else METHOD_ONLY_RECOVERY
+        overrides = {} if post_process else dict(METHOD_ONLY_RECOVERY)
+        overrides["num_samples"] = num_samples
         recovery = default_recovery_config(payload, sampler, steps, seed, **overrides)
     elif not isinstance(recovery, RecoveryConfig):
         raise EvaluationConfigError(f"recovery must be a RecoveryConfig, got {recovery!r}")

@@ -229,6 +229,10 @@ def test_checkpoint_post_processing_is_used_unless_turned_off(tmp_path, store):
     assert (kept.recovery.ground_anchor_frames, kept.recovery.smooth_frames) == (9, 5)
     assert (raw.recovery.ground_anchor_frames, raw.recovery.smooth_frames) == (0, 0)
     assert raw.output_dir.endswith("-method-only") and not kept.output_dir.endswith("-only")
+    three = plan_evaluation(store, "test", path, num_samples=3)
+    assert three.recovery.num_samples == 3 and three.output_dir.endswith("-samples3")
+    with pytest.raises(EvaluationConfigError, match="num_samples"):
+        plan_evaluation(store, "test", path, num_samples=0)
 
 
 def test_cli_runs_the_flow_and_prints_the_table(tmp_path, store, capsys):

@@ -627,7 +627,7 @@ def test_checkpoint_post_processing_applies_unless_turned_off(
     from data_catalog.checkpoints import load_checkpoint, save_checkpoint
 
     payload = load_checkpoint(coco_checkpoint)
-    payload["recovery"] = {"ground_anchor_frames": 9, "smooth_frames": 5}
+    payload["recovery"] = {"ground_anchor_frames": 9, "smooth_frames": 5, "num_samples": 2}
     anchored = save_checkpoint(tmp_path / "anchored.pt", payload)
     out = str(tmp_path / "archive")
 
@@ -637,6 +637,12 @@ def test_checkpoint_post_processing_applies_unless_turned_off(
     assert (kept.recovery["ground_anchor_frames"], kept.recovery["smooth_frames"]) == (9, 5)
     assert (raw.recovery["ground_anchor_frames"], raw.recovery["smooth_frames"]) == (0, 0)
     assert kept.params_hash != raw.params_hash  # a re-run with the other setting recovers again
+    # The checkpoint's number of samples, unless --samples says otherwise.
+    assert kept.recovery["num_samples"] == raw.recovery["num_samples"] == 2
+    one = plan_recovery(str(clips), out, checkpoint=str(anchored), samples=1).plan
+    assert one.recovery["num_samples"] == 1 and one.params_hash != kept.params_hash
+    with pytest.raises(ValueError, match="samples"):
+        plan_recovery(str(clips), out, checkpoint=str(anchored), samples=0)
 
 
 def test_video_clips_keep_their_2d_tracks_beside_the_motion(
