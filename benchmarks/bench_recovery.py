@@ -259,6 +259,9 @@ def main() -> None:
     parser.add_argument("--long-frames", type=int, default=10_000)
     parser.add_argument("--sweep-frames", type=int, default=1000, help="sweep and memory clip")
     parser.add_argument("--modes", default="ddim:10,ddim:25,ddpm:100")
+    parser.add_argument(
+        "--samples", default="1", help="comma-separated num_samples to time (e.g. 1,2,4)"
+    )
     parser.add_argument("--batch-windows", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
@@ -282,12 +285,21 @@ def main() -> None:
 
     keypoints = clip_keypoints(camera, circle_walk(args.frames))
     print(f"\nthroughput, {args.frames}-frame clip, batch_windows {args.batch_windows}:")
+    sample_counts = [int(count) for count in args.samples.split(",")]
     for sampler, steps in parse_modes(args.modes):
-        config = RecoveryConfig(
-            window=setup.window, sampler=sampler, steps=steps, batch_windows=args.batch_windows
-        )
-        rate, seconds = best_frames_per_s(setup, keypoints, config, args.repeats)
-        print(f"  {sampler} {steps:>3} steps: {rate:7.1f} frames/s ({seconds:.2f} s)")
+        for num_samples in sample_counts:
+            config = RecoveryConfig(
+                window=setup.window,
+                sampler=sampler,
+                steps=steps,
+                batch_windows=args.batch_windows,
+                num_samples=num_samples,
+            )
+            rate, seconds = best_frames_per_s(setup, keypoints, config, args.repeats)
+            print(
+                f"  {sampler} {steps:>3} steps, {num_samples} sample(s) per window:"
+                f" {rate:7.1f} frames/s ({seconds:.2f} s)"
+            )
 
     if args.sweep:
         sweep_keypoints = clip_keypoints(camera, circle_walk(args.sweep_frames))
