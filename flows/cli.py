@@ -478,15 +478,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sampler", default="ddim", choices=["ddim", "ddpm"], help="sampler (default ddim)"
     )
-    p.add_argument(
-        "--samples",
-        type=int,
-        default=None,
-        metavar="N",
-        help="diffusion samples averaged per window (default: the checkpoint's setting; "
-        "the release smpl22 checkpoint takes 2, coco17 1); N times the sampling time",
-    )
-    _add_post_process_option(p)
+    _add_recovery_setting_options(p)
     p.add_argument(
         "--input-noise",
         type=float,
@@ -618,15 +610,7 @@ def _add_recover(sub: argparse._SubParsersAction) -> None:
         "--steps", type=int, default=None, help="sampling steps (default: DDIM 10, DDPM 100)"
     )
     p.add_argument("--seed", type=int, default=42, help="seed of rigs and noise (default 42)")
-    p.add_argument(
-        "--samples",
-        type=int,
-        default=None,
-        metavar="N",
-        help="diffusion samples averaged per window (default: the checkpoint's setting; "
-        "the release smpl22 checkpoint takes 2, coco17 1); N times the sampling time",
-    )
-    _add_post_process_option(p)
+    _add_recovery_setting_options(p)
     p.add_argument("--fps", type=float, default=30.0, help="frame rate of JSON clips (default 30)")
     p.add_argument(
         "--body-model",
@@ -718,8 +702,17 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
 )
 
 
-def _add_post_process_option(p: argparse.ArgumentParser) -> None:
-    """``--no-post-process`` of ``recover`` and ``evaluate``."""
+def _add_recovery_setting_options(p: argparse.ArgumentParser) -> None:
+    """``--samples`` and ``--no-post-process`` of ``recover`` and ``evaluate``: overrides of
+    the recovery settings a checkpoint carries."""
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="diffusion samples averaged per window (default: the checkpoint's setting; "
+        "the release smpl22 checkpoint takes 2, coco17 1); N times the sampling time",
+    )
     p.add_argument(
         "--no-post-process",
         action="store_true",

@@ -653,6 +653,16 @@ def test_smoothing_averages_over_valid_frames_only() -> None:
     np.testing.assert_allclose(smooth[2:-2], line[2:-2])
 
 
+def _seen_by_level_camera(truth: np.ndarray) -> tuple[Camera, np.ndarray]:
+    """A 1.6 m high camera pitched 12° down (60° field of view) and its exact 2D view of
+    ``truth`` (``(T, J, 3)`` metres): ``(T, J, 3)`` pixels and confidence 1."""
+    camera = camera_from_height_pitch_roll(
+        1.6, 12.0, 0.0, intrinsics_from_fov(WIDTH, HEIGHT, 60.0), WIDTH, HEIGHT
+    )
+    pixels, _ = camera.project(truth)
+    return camera, np.concatenate([pixels, np.ones(truth.shape[:2] + (1,))], axis=-1)
+
+
 def test_ground_anchor_restores_distance_along_the_observed_rays() -> None:
     """A motion recovered too far (scaled about the camera) and off its rays comes back to the
     truth; frames with both feet in the air (a jump) keep their neighbours' scale."""
@@ -661,11 +671,7 @@ def test_ground_anchor_restores_distance_along_the_observed_rays() -> None:
     feet = list(SMPL22.foot_joints)
     truth[..., 1] += foot_height - truth[:, feet, 1].min(axis=1)[:, None]
     truth[20:26, :, 1] += 0.3  # a jump: no foot on the ground
-    camera = camera_from_height_pitch_roll(
-        1.6, 12.0, 0.0, intrinsics_from_fov(WIDTH, HEIGHT, 60.0), WIDTH, HEIGHT
-    )
-    pixels, _ = camera.project(truth)
-    keypoints = np.concatenate([pixels, np.ones(truth.shape[:2] + (1,))], axis=-1)
+    camera, keypoints = _seen_by_level_camera(truth)
     centre = camera.center
     recovered = centre + 1.12 * (truth - centre)
     recovered += 0.05 * camera.R[0]  # sideways, at the same camera depth: off the rays
@@ -706,11 +712,7 @@ def test_ground_anchor_pins_every_planted_joint_at_its_own_height() -> None:
     feet = list(SMPL22.foot_joints)
     truth = walk_smpl22(40, seed=5, start_xz=(0.0, -4.5), heading_deg=90.0)
     truth[:, feet, 1] = heights  # both feet flat on the ground
-    camera = camera_from_height_pitch_roll(
-        1.6, 12.0, 0.0, intrinsics_from_fov(WIDTH, HEIGHT, 60.0), WIDTH, HEIGHT
-    )
-    pixels, _ = camera.project(truth)
-    keypoints = np.concatenate([pixels, np.ones(truth.shape[:2] + (1,))], axis=-1)
+    camera, keypoints = _seen_by_level_camera(truth)
     centre = camera.center
     recovered = centre + 1.1 * (truth - centre)
     valid = np.ones(truth.shape[:2], bool)
@@ -740,11 +742,7 @@ def test_ground_anchor_pins_every_planted_joint_at_its_own_height() -> None:
 
 def test_post_process_applies_the_configured_steps_in_order() -> None:
     truth = walk_smpl22(30, seed=2, start_xz=(0.0, -4.5), heading_deg=30.0)
-    camera = camera_from_height_pitch_roll(
-        1.6, 12.0, 0.0, intrinsics_from_fov(WIDTH, HEIGHT, 60.0), WIDTH, HEIGHT
-    )
-    pixels, _ = camera.project(truth)
-    keypoints = np.concatenate([pixels, np.ones(truth.shape[:2] + (1,))], axis=-1)
+    camera, keypoints = _seen_by_level_camera(truth)
     clip = recovery.ClipInput(camera, keypoints, key="c")
     recovered = camera.center + 1.1 * (truth - camera.center)
     valid = np.ones(truth.shape[:2], bool)
