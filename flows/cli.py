@@ -611,6 +611,15 @@ def _add_recover(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=42, help="seed of rigs and noise (default 42)")
     _add_recovery_setting_options(p)
+    p.add_argument(
+        "--ankle-height",
+        type=float,
+        default=None,
+        metavar="M",
+        help="height of a planted foot's ankle keypoint above the ground, metres, for the "
+        "ground anchor (default 0.115: the Bandai-Namco skeleton the release checkpoints "
+        "learned; a skeleton or detector whose ankle keypoints sit lower needs its own)",
+    )
     p.add_argument("--fps", type=float, default=30.0, help="frame rate of JSON clips (default 30)")
     p.add_argument(
         "--body-model",
@@ -657,6 +666,7 @@ def _run_recover(args: argparse.Namespace) -> int:
         steps=args.steps,
         sampler=args.sampler,
         samples=args.samples,
+        ankle_height_m=args.ankle_height,
         body_model=args.body_model,
         bvh=args.bvh,
         previews=not args.no_previews,

@@ -51,6 +51,7 @@ from data_catalog.motion_archive import open_archive
 from data_catalog.paths import work_dir
 from flows.recover import run_recover
 from mocap_core.cameras import height_pitch_roll
+from mocap_core.procedural import PLANTED_ANKLE_HEIGHT_M
 from tasks.demo import (
     DemoExample,
     load_demo_motion,
@@ -69,6 +70,11 @@ DEMO_CHECKPOINT_ENV = "MOCAP2TO3_DEMO_CHECKPOINT"
 DEMO_JOINT_SET = "coco17"
 #: The clip id of the example's ``scene.npz`` in the archive.
 DEMO_SEQUENCE_ID = "scene"
+#: The ankle keypoints' height above a planted foot in the example: its procedural skeleton's
+#: (0.075 m, not the Bandai-Namco 0.115 m the release checkpoints assume), the same for the
+#: recovery's ground anchor and the ground-contact baseline — a property of the input's
+#: keypoint convention, like its camera, not of any one person.
+DEMO_ANKLE_HEIGHT_M = PLANTED_ANKLE_HEIGHT_M
 ARCHIVE_NAME = "motion.archive"
 PICTURE_NAME = "demo.png"
 
@@ -148,6 +154,8 @@ def format_demo_report(summary: dict[str, Any]) -> str:
         f"  previews:   {_display(archive['previews'])}",
         f"  picture:    {_display(summary['picture'])}"
         + (f" (also {_display(summary['picture_copy'])})" if summary["picture_copy"] else ""),
+        f"  ankles:     {summary['ankle_height_m']:.3f} m above a planted foot (the example's "
+        "procedural skeleton; ground anchor and baseline alike; recover --ankle-height)",
         "  accuracy against the example's ground truth (mm; Abs-MPJPE: no alignment, "
         "PA-MPJPE: per-frame Procrustes):",
         "    track  frames  model Abs  model PA  ground-contact Abs  ground-contact PA",
@@ -217,9 +225,10 @@ def demo(
         checkpoint=str(checkpoint_path),
         steps=steps,
         seed=seed,
+        ankle_height_m=DEMO_ANKLE_HEIGHT_M,
         previews=True,
     )
-    scores = score_example(str(archive_path), DEMO_SEQUENCE_ID, example)
+    scores = score_example(str(archive_path), DEMO_SEQUENCE_ID, example, DEMO_ANKLE_HEIGHT_M)
     sha = checkpoint_sha256(checkpoint_path)
     picture = render_demo_picture(
         str(archive_path),
@@ -250,6 +259,7 @@ def demo(
             "pitch_deg": pitch_deg,
         },
         "checkpoint": {"path": str(checkpoint_path), "source": checkpoint_source, "sha256": sha},
+        "ankle_height_m": DEMO_ANKLE_HEIGHT_M,
         "archive": {
             **_archive_counts(str(archive_path), DEMO_SEQUENCE_ID),
             "recovered_now": recovered["recovered"],

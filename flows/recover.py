@@ -172,6 +172,7 @@ def plan_recovery(
     steps: int | None = None,
     sampler: str = "ddim",
     samples: int | None = None,
+    ankle_height_m: float | None = None,
     body_model: str | None = None,
     bvh: bool = False,
     previews: bool = True,
@@ -273,7 +274,7 @@ def plan_recovery(
             )
     elif archive_dir.exists() and not archive_dir.is_dir():
         raise ValueError(f"--output {output} is a file, not an archive folder")
-    overrides = {} if post_process else METHOD_ONLY_RECOVERY
+    overrides = {"ankle_height_m": ankle_height_m} if post_process else METHOD_ONLY_RECOVERY
     config = recovery_config(
         payload, sampler=sampler, steps=steps, seed=seed, num_samples=samples, **overrides
     )
@@ -352,6 +353,7 @@ def recover_archive(
     steps: int | None = None,
     sampler: str = "ddim",
     samples: int | None = None,
+    ankle_height_m: float | None = None,
     body_model: str | None = None,
     bvh: bool = False,
     previews: bool = True,
@@ -377,6 +379,9 @@ def recover_archive(
             sampler, 100 steps); ``steps`` None takes the sampler's default.
         samples: diffusion samples averaged per window (``RecoveryConfig.num_samples``);
             None takes the checkpoint's setting (1 when it has none).
+        ankle_height_m: the ground anchor's planted height of ankle keypoints, metres
+            (``RecoveryConfig.ankle_height_m``); None takes the joint set's (0.115 m, the
+            Bandai-Namco skeleton's). Set it when the input's ankle keypoints sit elsewhere.
         post_process: apply the checkpoint's post-processing settings (the release
             checkpoints anchor the body to the observed rays and the ground, and smooth it);
             False gives the method's final triangulation as is.
@@ -404,6 +409,7 @@ def recover_archive(
         steps=steps,
         sampler=sampler,
         samples=samples,
+        ankle_height_m=ankle_height_m,
         body_model=body_model,
         bvh=bvh,
         previews=previews,

@@ -112,6 +112,7 @@ from mocap_core.scene import outside_image_distance, yaw_matrix
 from mocap_core.triangulation import triangulate
 
 __all__ = [
+    "ANKLE_JOINT_NAMES",
     "CONTACT_TOLERANCE_M",
     "FOOT_KEYPOINT_HEIGHT_M",
     "METHODS",
@@ -163,6 +164,10 @@ PLANTED_FOOT_HEIGHT_M: dict[str, dict[str, float]] = {
     "smpl22": {"left_ankle": 0.115, "right_ankle": 0.115, "left_foot": 0.04, "right_foot": 0.04},
     "coco17_pelvis": {"left_ankle": 0.115, "right_ankle": 0.115},
 }
+
+#: Names of the ankle joints in every joint set (their planted height depends on the
+#: skeleton's convention; :func:`planted_foot_heights` can override it).
+ANKLE_JOINT_NAMES = ("left_ankle", "right_ankle")
 
 #: A frame's feet are on the ground when its lowest foot keypoint is at most this far above
 #: the height a planted foot keypoint has (:data:`FOOT_KEYPOINT_HEIGHT_M`), metres.
@@ -612,11 +617,14 @@ class EvalCase:
         return self.scene.joints
 
 
-def planted_foot_heights(joint_set: JointSet) -> np.ndarray:
+def planted_foot_heights(joint_set: JointSet, ankle_height_m: float | None = None) -> np.ndarray:
     """``(F,) float64`` metres: the planted height of each of ``joint_set.foot_joints``
-    (:data:`PLANTED_FOOT_HEIGHT_M`, else :data:`FOOT_KEYPOINT_HEIGHT_M`, else 0)."""
+    (:data:`PLANTED_FOOT_HEIGHT_M`, else :data:`FOOT_KEYPOINT_HEIGHT_M`, else 0), the ankle
+    joints at ``ankle_height_m`` when it is given (another skeleton's convention)."""
     default = FOOT_KEYPOINT_HEIGHT_M.get(joint_set.name, 0.0)
-    table = PLANTED_FOOT_HEIGHT_M.get(joint_set.name, {})
+    table = dict(PLANTED_FOOT_HEIGHT_M.get(joint_set.name, {}))
+    if ankle_height_m is not None:
+        table.update({name: ankle_height_m for name in ANKLE_JOINT_NAMES})
     names = (joint_set.joint_names[j] for j in joint_set.foot_joints)
     return np.array([table.get(name, default) for name in names], dtype=np.float64)
 

@@ -86,6 +86,13 @@ for _name in list(_REST_RELATIVE):
         _x, _y, _z = _REST_RELATIVE[_name]
         _REST_RELATIVE[_name[:-2] + "_R"] = (-_x, _y, _z)
 
+#: Height of a planted (flat) foot's ankle joint above the ground at body scale 1, metres
+#: (0.075; the Bandai-Namco skeleton's ankles stand at 0.115): the ankle-keypoint convention
+#: of procedural motion, for the ground anchor's ``ankle_height_m``.
+PLANTED_ANKLE_HEIGHT_M: float = round(
+    sum(_REST_RELATIVE[name][1] for name in ("Hips", "UpperLeg_L", "LowerLeg_L", "Foot_L")), 6
+)
+
 _UP = np.array([0.0, 1.0, 0.0])
 _STANCE_FRACTION = 0.6  # of the gait cycle, per foot
 _ANKLE_UNDER_HIP = 0.2  # stance fraction at which the flat foot's ankle passes under the pelvis

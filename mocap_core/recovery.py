@@ -195,6 +195,11 @@ class RecoveryConfig(BaseModel):
             height above its planted height is within this of the lowest one's (0: the
             lowest joint alone); their scales are averaged, so a flat planted foot (ankle and
             toe) or two planted feet pin the distance together.
+        ankle_height_m: the anchor's planted height of the ankle joints, metres; None takes
+            the joint set's (:data:`mocap_core.evaluation.PLANTED_FOOT_HEIGHT_M`: 0.115 m,
+            the Bandai-Namco skeleton the release checkpoints learned). A property of the
+            input's keypoint convention: the distance the anchor gives scales with the
+            camera height less this (at 1.6 m, 3 cm too high puts the body 2 % too far).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -216,6 +221,7 @@ class RecoveryConfig(BaseModel):
     smooth_frames: int = Field(0, ge=0)
     ground_anchor_frames: int = Field(0, ge=0)
     ground_anchor_tolerance_m: float = Field(0.0, ge=0.0)
+    ankle_height_m: float | None = Field(None, gt=0.0, lt=1.0)
     num_samples: int = Field(1, ge=1)
 
     @model_validator(mode="after")
@@ -1104,7 +1110,7 @@ def post_process(
             camera=clip.camera,
             keypoints=np.asarray(clip.keypoints, dtype=np.float64),
             foot_joints=joint_set.foot_joints,
-            foot_height_m=planted_foot_heights(joint_set),
+            foot_height_m=planted_foot_heights(joint_set, config.ankle_height_m),
             width=config.ground_anchor_frames,
             min_confidence=config.min_confidence,
             contact_tolerance_m=config.ground_anchor_tolerance_m,

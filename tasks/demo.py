@@ -253,10 +253,16 @@ def _nan_to_none(value: float) -> float | None:
 
 
 @task
-def score_example(archive: str, sequence_id: str, example: DemoExample) -> list[dict[str, Any]]:
+def score_example(
+    archive: str, sequence_id: str, example: DemoExample, ankle_height_m: float | None = None
+) -> list[dict[str, Any]]:
     """Errors of the recovered people against the example's ground truth, and of the
     monocular ground-contact baseline (:func:`mocap_core.evaluation.ground_contact_baseline`)
     on the same 2D input.
+
+    ``ankle_height_m``: the height of a planted ankle keypoint the baseline assumes (coco17;
+    the recovery's ground anchor should be given the same), default the joint set's
+    (:data:`mocap_core.evaluation.FOOT_KEYPOINT_HEIGHT_M`).
 
     Each track is scored on its own frames: the model on the frames the archive holds, the
     baseline on the frames the input has a row for; frames with a joint that is not finite
@@ -272,6 +278,8 @@ def score_example(archive: str, sequence_id: str, example: DemoExample) -> list[
     camera = example.load_camera()
     joint_set = get_joint_set(truth.joint_set)
     foot_height = FOOT_KEYPOINT_HEIGHT_M[_BASELINE_FOOT_KEY[truth.joint_set]]
+    if ankle_height_m is not None and truth.joint_set == "coco17":  # its foot keypoints: ankles
+        foot_height = ankle_height_m
     motion = open_archive(archive)
     with np.load(example.scene, allow_pickle=False) as scene:
         keypoints = np.asarray(scene["keypoints"], dtype=np.float64)

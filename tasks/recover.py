@@ -257,7 +257,7 @@ def recovery_params_hash(
 
     Sampler, steps, seed, DDIM eta, window, overlap (resolved), triangulation weighting,
     the start (noise, or the ground-contact guess and its strength), smoothing and the ground
-    anchor, body model on/off, the default frame rate of JSON inputs, BVH on/off, and the track
+    anchor (with its ankle height), body model on/off, the default frame rate of JSON inputs, BVH on/off, and the track
     rules. Batch sizes (clips per task, windows per forward pass) and previews are left out:
     they change float rounding or side files, not the motion.
     """
@@ -287,6 +287,9 @@ def recovery_params_hash(
         "min_frames": int(min_frames),
         "max_gap_frames": int(max_gap_frames),
     }
+    if config.ankle_height_m is not None and config.ground_anchor_frames > 0:
+        # Only when set, so that the hashes of archives written before the option stay.
+        values["ankle_height_m"] = config.ankle_height_m
     return hashlib.sha256(canonical_json(values)).hexdigest()
 
 

@@ -37,3 +37,10 @@ def test_recover_and_evaluate_can_turn_post_processing_off():
     for args in (["recover", "--input", "clips", "--output", "out"], ["evaluate", "--store", "s"]):
         assert parser.parse_args(args).no_post_process is False
         assert parser.parse_args([*args, "--no-post-process"]).no_post_process is True
+
+
+def test_recover_takes_the_inputs_ankle_height():
+    parser = build_parser()
+    args = ["recover", "--input", "clips", "--output", "out"]
+    assert parser.parse_args(args).ankle_height is None
+    assert parser.parse_args([*args, "--ankle-height", "0.08"]).ankle_height == 0.08

@@ -7,7 +7,7 @@ import pytest
 
 from mocap_core.joint_sets import SMPL22
 from mocap_core.kinematics import bone_lengths, forward_kinematics
-from mocap_core.procedural import procedural_walk
+from mocap_core.procedural import PLANTED_ANKLE_HEIGHT_M, procedural_walk
 from mocap_core.rotations import is_rotation_matrix
 from mocap_core.skeleton_mapping import apply_mapping, get_skeleton_mapping
 
@@ -57,6 +57,10 @@ def test_feet_planted_on_the_ground(speed: float, turn: float) -> None:
         assert toe_speed[planted].max() < 0.02  # m/s: no foot skating
         assert toes[stance, 1].max() < 1e-6
         assert toes[~stance, 1].max() > 0.02  # the swing foot lifts
+        # A flat planted foot's ankle stands at the documented height (the anchor's input).
+        assert np.percentile(ankle[stance, 1], 10) == pytest.approx(
+            PLANTED_ANKLE_HEIGHT_M, abs=2e-3
+        )
     # Double support exists and at least one foot is always down.
     assert np.any(walk.foot_contacts.all(axis=1))
     assert np.all(walk.foot_contacts.any(axis=1))

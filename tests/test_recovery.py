@@ -740,6 +740,41 @@ def test_ground_anchor_pins_every_planted_joint_at_its_own_height() -> None:
         )
 
 
+def test_ankle_height_sets_the_planted_ankles_and_keeps_the_toes() -> None:
+    names = [SMPL22.joint_names[j] for j in SMPL22.foot_joints]
+    default = dict(zip(names, planted_foot_heights(SMPL22), strict=True))
+    own = dict(zip(names, planted_foot_heights(SMPL22, 0.075), strict=True))
+    for name in names:
+        expected = 0.075 if name.endswith("ankle") else default[name]
+        assert own[name] == pytest.approx(expected)
+    assert default["left_ankle"] == pytest.approx(0.115)
+    with pytest.raises(ValueError, match="ankle_height_m"):
+        RecoveryConfig(window=30, ankle_height_m=0.0)
+
+
+def test_post_process_pins_ankles_at_the_configured_height() -> None:
+    """A skeleton whose planted ankles stand 7.5 cm up (not the default 11.5 cm) comes back
+    exactly with ``ankle_height_m`` set, and about 2 % too near without it."""
+    truth = walk_smpl22(40, seed=4, start_xz=(0.2, -4.5), heading_deg=70.0)
+    ankles = [SMPL22.joint_names.index(n) for n in ("left_ankle", "right_ankle")]
+    truth[..., 1] += 0.075 - truth[:, ankles, 1].min(axis=1)[:, None]
+    camera, keypoints = _seen_by_level_camera(truth)
+    keypoints[:, [j for j in SMPL22.foot_joints if j not in ankles], 2] = 0.0  # ankles only
+    clip = recovery.ClipInput(camera, keypoints, key="c")
+    recovered = camera.center + 1.1 * (truth - camera.center)
+    valid = np.ones(truth.shape[:2], bool)
+    config = RecoveryConfig(window=40, ground_anchor_frames=9)
+    own = recovery.post_process(
+        recovered, valid, clip, config.model_copy(update={"ankle_height_m": 0.075}), SMPL22
+    )
+    np.testing.assert_allclose(own, truth, atol=1e-6)
+    default = recovery.post_process(recovered, valid, clip, config, SMPL22)
+    depth_ratio = np.linalg.norm(default - camera.center, axis=-1) / np.linalg.norm(
+        truth - camera.center, axis=-1
+    )
+    assert 0.95 < np.median(depth_ratio) < 0.99  # the ankle pinned 4 cm too high: too near
+
+
 def test_post_process_applies_the_configured_steps_in_order() -> None:
     truth = walk_smpl22(30, seed=2, start_xz=(0.0, -4.5), heading_deg=30.0)
     camera, keypoints = _seen_by_level_camera(truth)

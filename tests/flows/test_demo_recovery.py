@@ -53,7 +53,7 @@ from mocap_core.examples import (
 from mocap_core.joint_sets import COCO17, add_pelvis_confidence
 from mocap_core.model_config import ModelConfig
 from mocap_core.models import MultiViewDenoiser
-from mocap_core.procedural import procedural_walk
+from mocap_core.procedural import PLANTED_ANKLE_HEIGHT_M, procedural_walk
 from mocap_core.representation import FeatureStats, encode_global, encode_local
 from mocap_core.skeleton_mapping import apply_mapping, get_skeleton_mapping
 from mocap_core.training_data import SceneConfig
@@ -365,6 +365,7 @@ def test_demo_recovers_the_example_into_an_archive(checkpoint: Path, tmp_path: P
     assert summary["example"]["source"] == "bundled"
     assert summary["example"]["people"] == 2 and summary["example"]["frames"] == 240
     assert summary["checkpoint"]["source"] == "argument"
+    assert summary["ankle_height_m"] == PLANTED_ANKLE_HEIGHT_M  # the example's skeleton
     assert summary["archive"]["tracks"] == 2 and summary["archive"]["recovered_now"] == 1
     assert summary["archive"]["frames"] == int(truth.detected.sum())
     scores = summary["scores"]
@@ -377,7 +378,15 @@ def test_demo_recovers_the_example_into_an_archive(checkpoint: Path, tmp_path: P
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["scores"] == scores
     report = summary["report"]
-    for text in ("input:", "checkpoint:", "archive:", "previews:", "picture:", "Abs-MPJPE"):
+    for text in (
+        "input:",
+        "checkpoint:",
+        "archive:",
+        "previews:",
+        "picture:",
+        "ankles:",
+        "Abs-MPJPE",
+    ):
         assert text in report
     assert checkpoint.name in report and summary["checkpoint"]["sha256"][:12] in report
 

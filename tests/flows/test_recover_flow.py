@@ -643,6 +643,16 @@ def test_checkpoint_post_processing_applies_unless_turned_off(
     assert one.recovery["num_samples"] == 1 and one.params_hash != kept.params_hash
     with pytest.raises(ValueError, match="samples"):
         plan_recovery(str(clips), out, checkpoint=str(anchored), samples=0)
+    # The input's ankle convention reaches the anchor (and the hash); not without the anchor.
+    own = plan_recovery(str(clips), out, checkpoint=str(anchored), ankle_height_m=0.075).plan
+    assert own.recovery["ankle_height_m"] == 0.075 and own.params_hash != kept.params_hash
+    assert kept.recovery["ankle_height_m"] is None
+    unanchored = plan_recovery(
+        str(clips), out, checkpoint=str(anchored), ankle_height_m=0.075, post_process=False
+    ).plan
+    assert unanchored.params_hash == raw.params_hash
+    with pytest.raises(ValueError, match="ankle_height_m"):
+        plan_recovery(str(clips), out, checkpoint=str(anchored), ankle_height_m=-0.1)
 
 
 def test_video_clips_keep_their_2d_tracks_beside_the_motion(
@@ -737,6 +747,7 @@ def test_params_hash_covers_what_changes_the_motion() -> None:
             {"ground_anchor_frames": 9},
             {"ground_anchor_frames": 9, "ground_anchor_tolerance_m": 0.04},
             {"num_samples": 2},
+            {"ground_anchor_frames": 9, "ankle_height_m": 0.075},
         )
     ]
     changed += [
@@ -748,6 +759,11 @@ def test_params_hash_covers_what_changes_the_motion() -> None:
     # Batching changes float rounding only: same work.
     same = base.model_copy(update={"batch_windows": 3})
     assert recovery_params_hash(same, body_model=False, default_fps=30.0, bvh=False) == reference
+    # The ankle height matters only to the anchor, and an unset one keeps older hashes.
+    unanchored = base.model_copy(update={"ankle_height_m": 0.075})
+    assert (
+        recovery_params_hash(unanchored, body_model=False, default_fps=30.0, bvh=False) == reference
+    )
     # overlap None resolves to window // 4.
     explicit = base.model_copy(update={"overlap": 10})
     assert (
