@@ -697,6 +697,20 @@ def assemble_result(plan: EvalPlan, batches: Sequence[BatchResult], seconds: flo
     )
 
 
+def plotted_sequences(sequence_ids: Sequence[str], count: int) -> list[str]:
+    """``count`` of ``sequence_ids`` spread evenly over their order, first and last included
+    (all of them when there are no more than ``count``; none for ``count <= 0``)."""
+    ids = list(sequence_ids)
+    if count <= 0 or not ids:
+        return []
+    if count >= len(ids):
+        return ids
+    if count == 1:
+        return ids[:1]
+    step = (len(ids) - 1) / (count - 1)
+    return [ids[round(i * step)] for i in range(count)]
+
+
 def evaluate_plan(
     plan: EvalPlan,
     *,
@@ -711,7 +725,9 @@ def evaluate_plan(
         plan: from :func:`plan_evaluation`.
         batch_sequences: sequences per recovery call (their windows are batched together,
             ``plan.recovery.batch_windows`` per forward pass).
-        plot_sequences: the first N sequences keep their trajectories for the plots.
+        plot_sequences: N sequences spread evenly over the plan's order (first and last
+            included) keep their trajectories for the plots: the ids sort by content, so a
+            spread shows different motions, not N takes of the first.
         on_progress: called with ``(sequences done, total)`` after each batch.
         batch_runner: :func:`evaluate_batch_fn` or its task :data:`evaluate_batch`.
 
@@ -722,7 +738,7 @@ def evaluate_plan(
         raise ValueError(f"batch_sequences must be >= 1, got {batch_sequences}")
     start = time.perf_counter()
     ids = list(plan.sequence_ids)
-    keep = ids[: max(plot_sequences, 0)]
+    keep = plotted_sequences(ids, plot_sequences)
     batches = []
     for first in range(0, len(ids), batch_sequences):
         chunk = ids[first : first + batch_sequences]

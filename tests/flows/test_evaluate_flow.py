@@ -22,7 +22,12 @@ from mocap_core.procedural import procedural_walk
 from mocap_core.representation import FeatureStats
 from mocap_core.skeleton_mapping import apply_mapping, get_skeleton_mapping
 from mocap_core.training_data import SceneConfig
-from tasks.evaluate import EvaluationConfigError, compare_settings, evaluate_checkpoint
+from tasks.evaluate import (
+    EvaluationConfigError,
+    compare_settings,
+    evaluate_checkpoint,
+    plotted_sequences,
+)
 
 WINDOW = 16
 
@@ -261,3 +266,11 @@ def test_evaluate_deployment_names_real_parameters():
     assert deployment["entrypoint"] == "flows/evaluate.py:evaluate"
     assert evaluate.name == "evaluate"
     assert set(deployment["parameters"]) <= set(evaluate.parameters.properties)
+
+
+def test_plotted_sequences_spread_over_the_order() -> None:
+    ids = [f"s{i:02d}" for i in range(10)]
+    assert plotted_sequences(ids, 4) == ["s00", "s03", "s06", "s09"]
+    assert plotted_sequences(ids, 1) == ["s00"]
+    assert plotted_sequences(ids, 12) == ids
+    assert plotted_sequences(ids, 0) == [] and plotted_sequences([], 3) == []
